@@ -1,0 +1,54 @@
+"""GCL SDK: global concurrency and rate limits (sync, asyncio) and a CRUD client."""
+
+from gcl._crud import Lease, Limit
+from gcl.aio import AsyncClient
+from gcl.client import Client
+from gcl.errors import (
+    AcquireConcurrencySlotTimeoutError,
+    APIError,
+    AuthenticationError,
+    ConcurrencySlotAcquisitionError,
+    ConflictError,
+    GCLConnectionError,
+    GCLError,
+    GCLWarning,
+    LeaseLostError,
+    LeaseLostWarning,
+    MissingLimitWarning,
+    NotFoundError,
+    PermissionDeniedError,
+    PreconditionFailedError,
+    ReleaseFailedWarning,
+    ServerError,
+    SlotsUnavailableError,
+    ValidationError,
+)
+from gcl.leases import HeldSlots
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "APIError",
+    "AcquireConcurrencySlotTimeoutError",
+    "AsyncClient",
+    "AuthenticationError",
+    "Client",
+    "ConcurrencySlotAcquisitionError",
+    "ConflictError",
+    "GCLConnectionError",
+    "GCLError",
+    "GCLWarning",
+    "HeldSlots",
+    "Lease",
+    "LeaseLostError",
+    "LeaseLostWarning",
+    "Limit",
+    "MissingLimitWarning",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "PreconditionFailedError",
+    "ReleaseFailedWarning",
+    "ServerError",
+    "SlotsUnavailableError",
+    "ValidationError",
+]

@@ -1,0 +1,321 @@
+"""Sans-I/O core shared by the sync and async SDK: requests, parsing, retry decisions, flows."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import random
+import socket
+import time
+from collections.abc import Callable, Generator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from gcl.errors import (
+    AcquireConcurrencySlotTimeoutError,
+    APIError,
+    AuthenticationError,
+    ConcurrencySlotAcquisitionError,
+    ConflictError,
+    GCLConnectionError,
+    LeaseLostError,
+    NotFoundError,
+    PermissionDeniedError,
+    PreconditionFailedError,
+    ServerError,
+    SlotsUnavailableError,
+    ValidationError,
+)
+
+DEFAULT_API_URL = "http://127.0.0.1:4280/api"
+LIMITS_PATH = "/v2/concurrency_limits"
+DEFAULT_HTTP_TIMEOUT = 10.0
+# A request sent before the deadline may take this long to answer before it is abandoned.
+REQUEST_GRACE_SECONDS = 2.0
+# The last poll is sent this long before the deadline so that its answer can still count.
+DEADLINE_MARGIN_SECONDS = 0.01
+
+# ---------------------------------------------------------------- configuration
+
+
+@dataclass(frozen=True)
+class Config:
+    api_url: str
+    api_key: str | None
+
+
+def resolve_config(
+    api_url: str | None = None, api_key: str | None = None, env: Mapping[str, str] | None = None
+) -> Config:
+    """Explicit arguments win over ``GCL_API_URL``/``GCL_API_KEY``, which win over the default."""
+    env = os.environ if env is None else env
+    url = api_url or env.get("GCL_API_URL") or DEFAULT_API_URL
+    key = api_key if api_key is not None else (env.get("GCL_API_KEY") or None)
+    return Config(api_url=url.rstrip("/"), api_key=key)
+
+
+def auth_headers(config: Config) -> dict[str, str]:
+    return {"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}
+
+
+def default_holder() -> dict[str, str]:
+    """Computed per acquisition: the pid changes after a fork."""
+    return {"type": "process", "id": f"{socket.gethostname()}:{os.getpid()}"}
+
+
+def normalize_names(names: str | Sequence[str]) -> list[str]:
+    """Accept one name or a list; keep order, drop duplicates and empty names."""
+    items = [names] if isinstance(names, str) else list(names)
+    return list(dict.fromkeys(n for n in items if n))
+
+
+# ---------------------------------------------------------------- wire messages
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    path: str
+    json: Any = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    timeout: float | None = None
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    headers: Mapping[str, str]  # lower-case keys
+    body: Any  # parsed JSON, or None
+
+    @property
+    def message(self) -> str:
+        if isinstance(self.body, dict):
+            msg = self.body.get("message") or self.body.get("detail")
+            errors = self.body.get("errors")
+            if msg and errors:
+                return f"{msg} {errors}"
+            if msg:
+                return str(msg)
+        return f"HTTP {self.status}"
+
+
+@dataclass(frozen=True)
+class Call:
+    """A flow step: send this request; the driver sends back a Response or throws GCLConnectionError."""
+
+    request: Request
+
+
+@dataclass(frozen=True)
+class Sleep:
+    """A flow step: wait this many seconds."""
+
+    seconds: float
+
+
+Flow = Generator["Call | Sleep", Any, Any]
+
+_ERRORS: dict[int, type[APIError]] = {
+    400: ValidationError,
+    401: AuthenticationError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    409: ConflictError,
+    410: LeaseLostError,
+    412: PreconditionFailedError,
+    422: ValidationError,
+    423: SlotsUnavailableError,
+}
+
+
+def error_from_response(resp: Response) -> APIError:
+    cls = _ERRORS.get(resp.status, ServerError if resp.status >= 500 else APIError)
+    return cls(resp.message, status_code=resp.status, body=resp.body)
+
+
+def expect(resp: Response, *ok: int) -> Response:
+    if resp.status not in ok:
+        raise error_from_response(resp)
+    return resp
+
+
+# ---------------------------------------------------------------- retry decisions
+
+
+def parse_retry_after(value: str | None, default: float = 1.0) -> float:
+    try:
+        seconds = float(value) if value is not None else default
+    except ValueError:
+        seconds = default
+    return default if math.isnan(seconds) else max(seconds, 0.0)
+
+
+def jittered(seconds: float, rand: Callable[[], float] = random.random, spread: float = 0.2) -> float:
+    """Never earlier than the server asked: jitter only adds up to ``spread`` of the delay."""
+    return seconds * (1.0 + spread * rand()) if seconds > 0 else 0.0
+
+
+def backoff(failures: int, base: float = 0.1, cap: float = 5.0, rand=random.random) -> float:
+    """Exponential backoff with full jitter for connection errors (failures >= 1)."""
+    return rand() * min(cap, base * 2 ** max(failures - 1, 0))
+
+
+def missing_names(names: Sequence[str], limits: Sequence[Mapping[str, Any]]) -> list[str]:
+    """A name is missing when it is absent from the response ``limits``."""
+    found = {lim.get("name") for lim in limits}
+    return [n for n in names if n not in found]
+
+
+# ---------------------------------------------------------------- acquisition
+
+
+@dataclass(frozen=True)
+class AcquireSpec:
+    names: list[str]
+    occupy: int = 1
+    mode: Literal["concurrency", "rate_limit"] = "concurrency"
+    timeout_seconds: float | None = None
+    max_retries: int | None = None
+    lease_duration: float | None = 300.0  # None: no lease (rate limits)
+    holder: Mapping[str, Any] | None = None
+    strict: bool = False
+
+
+@dataclass(frozen=True)
+class Grant:
+    names: list[str]
+    occupy: int
+    limits: list[dict[str, Any]]
+    missing: list[str]
+    lease_id: str | None = None
+    fencing_token: int | None = None
+    expires: str | None = None
+
+
+def acquire_request(spec: AcquireSpec, timeout: float | None, wait_seconds: float | None = None) -> Request:
+    """The one place that builds an acquisition request (``wait_seconds``: server-side waiting, later)."""
+    body: dict[str, Any] = {"names": spec.names, "slots": spec.occupy, "mode": spec.mode}
+    if wait_seconds is not None:
+        body["wait_seconds"] = wait_seconds
+    if spec.lease_duration is None:
+        return Request("POST", f"{LIMITS_PATH}/increment", json=body, timeout=timeout)
+    body["lease_duration"] = spec.lease_duration
+    body["holder"] = dict(spec.holder) if spec.holder else default_holder()
+    return Request("POST", f"{LIMITS_PATH}/increment-with-lease", json=body, timeout=timeout)
+
+
+def release_request(lease_id: str, timeout: float | None = DEFAULT_HTTP_TIMEOUT) -> Request:
+    return Request("POST", f"{LIMITS_PATH}/decrement-with-lease", json={"lease_id": lease_id}, timeout=timeout)
+
+
+def renew_request(lease_id: str, lease_duration: float, timeout: float | None) -> Request:
+    path = f"{LIMITS_PATH}/leases/{lease_id}/renew"
+    return Request("POST", path, json={"lease_duration": lease_duration}, timeout=timeout)
+
+
+def parse_grant(spec: AcquireSpec, resp: Response) -> Grant:
+    body = resp.body
+    if isinstance(body, list):  # POST /increment
+        limits, extra = body, {}
+    elif isinstance(body, dict):
+        limits = body.get("limits") or []
+        extra = {k: body.get(k) for k in ("lease_id", "fencing_token", "expires")}
+    else:
+        raise ConcurrencySlotAcquisitionError(f"Unexpected acquisition response: {body!r}")
+    return Grant(spec.names, spec.occupy, limits, missing_names(spec.names, limits), **extra)
+
+
+def lease_id_of(resp: Response) -> str | None:
+    """The lease a successful acquisition answer carries (for releasing an abandoned grant)."""
+    if resp.status == 200 and isinstance(resp.body, dict):
+        return resp.body.get("lease_id")
+    return None
+
+
+def acquire_flow(
+    spec: AcquireSpec,
+    clock: Callable[[], float] = time.monotonic,
+    rand: Callable[[], float] = random.random,
+) -> Generator[Call | Sleep, Any, Grant]:
+    """Poll until the slots are granted; ``timeout_seconds`` bounds the whole wait."""
+    deadline = None if spec.timeout_seconds is None else clock() + spec.timeout_seconds
+    denied = failures = 0
+
+    def remaining() -> float | None:
+        return None if deadline is None else deadline - clock()
+
+    def timed_out(cause: BaseException | None = None) -> AcquireConcurrencySlotTimeoutError:
+        err = AcquireConcurrencySlotTimeoutError(
+            f"Unable to acquire {spec.occupy} slot(s) on {spec.names} within {spec.timeout_seconds} s"
+        )
+        err.__cause__ = cause
+        return err
+
+    while True:
+        left = remaining()
+        http_timeout = DEFAULT_HTTP_TIMEOUT if left is None else max(left, 0.0) + REQUEST_GRACE_SECONDS
+        try:
+            resp = yield Call(acquire_request(spec, timeout=http_timeout))
+        except GCLConnectionError as exc:
+            failures += 1
+            delay, left = backoff(failures), remaining()
+            if left is not None and left <= delay:
+                raise timed_out(exc) from exc
+            yield Sleep(delay)
+            continue
+        failures = 0
+        if resp.status == 200:
+            grant = parse_grant(spec, resp)
+            if spec.strict and grant.missing:
+                if grant.lease_id:
+                    yield from _release_quietly(grant.lease_id)
+                raise ConcurrencySlotAcquisitionError(f"Concurrency limits {grant.missing} do not exist (strict=True)")
+            return grant
+        if resp.status != 423:
+            raise ConcurrencySlotAcquisitionError(
+                f"Unable to acquire slots on {spec.names}: {resp.message}"
+            ) from error_from_response(resp)
+        denied += 1
+        if spec.max_retries is not None and denied > spec.max_retries:
+            raise ConcurrencySlotAcquisitionError(
+                f"Unable to acquire slots on {spec.names} after {spec.max_retries} retries"
+            )
+        delay, left = jittered(parse_retry_after(resp.headers.get("retry-after")), rand), remaining()
+        if left is not None:
+            if left <= DEADLINE_MARGIN_SECONDS:
+                raise timed_out()
+            delay = min(delay, left - DEADLINE_MARGIN_SECONDS)
+        yield Sleep(delay)
+
+
+def _release_quietly(lease_id: str) -> Generator[Call, Any, None]:
+    with contextlib.suppress(GCLConnectionError):  # the lease expires on its own
+        yield Call(release_request(lease_id))
+
+
+def release_flow(lease_id: str, attempts: int = 3) -> Generator[Call | Sleep, Any, bool]:
+    """Release a lease, retrying transient failures; False if it could not be confirmed."""
+    for attempt in range(1, attempts + 1):
+        try:
+            resp = yield Call(release_request(lease_id))
+        except GCLConnectionError:
+            resp = None
+        if resp is not None and resp.status < 500:
+            return resp.status == 204
+        if attempt < attempts:
+            yield Sleep(backoff(attempt))
+    return False
+
+
+def missing_message(grant: Grant) -> str | None:
+    if not grant.missing:
+        return None
+    return (
+        f"Concurrency limits {grant.missing} do not exist; they do not limit anything. "
+        "Create them first, or pass strict=True to raise instead."
+    )
+
+
+def release_failed_message(lease_id: str) -> str:
+    return f"Could not release lease {lease_id}; the server frees its slots when it expires."

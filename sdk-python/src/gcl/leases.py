@@ -1,0 +1,138 @@
+"""Lease renewal in a background thread, and delivery of "lease lost" to the code holding the slots."""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from gcl._base import DEFAULT_HTTP_TIMEOUT, Config, Grant, backoff, renew_request
+from gcl.client import SyncTransport
+from gcl.errors import GCLConnectionError, LeaseLostError
+
+logger = logging.getLogger("gcl")
+
+RENEW_FRACTION = 0.75
+
+
+class LeaseLostInterrupt(BaseException):
+    """Injected into a sync caller's thread when a strict lease is lost.
+
+    A BaseException so that ``except Exception`` in the body cannot swallow it; the
+    ``concurrency`` context manager turns it into ``LeaseLostError`` on exit.
+    """
+
+
+def interrupt_thread(thread_id: int, exc_type: type[BaseException] | None) -> bool:
+    """Raise ``exc_type`` in another thread at its next bytecode boundary (None clears a pending one).
+
+    Uses ``PyThreadState_SetAsyncExc``, CPython's documented hook (also behind
+    ``threading``-based timeouts in many libraries). A thread blocked inside a C call (a socket
+    read, ``time.sleep``) sees the exception when that call returns.
+    """
+    payload = ctypes.py_object(exc_type) if exc_type is not None else None
+    hit = ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), payload)
+    if hit > 1:  # cannot happen for a valid id; undo rather than hit several threads
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), None)
+    return hit == 1
+
+
+class LeaseKeeper:
+    """Renews a lease every ~3/4 of its duration from a daemon thread with its own HTTP session.
+
+    Transient failures (connection errors, 5xx, anything but 410) are retried with backoff until
+    the lease would really have expired, measured from when the last successful request was
+    *sent*. A 410, or running out of time, calls ``on_lost`` once, from the keeper thread.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        lease_id: str,
+        lease_duration: float,
+        on_lost: Callable[[LeaseLostError], None],
+        granted_at: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.lease_id = lease_id
+        self.lease_duration = lease_duration
+        self.lost: LeaseLostError | None = None
+        self.renewals = 0
+        self._config = config
+        self._on_lost = on_lost
+        self._clock = clock
+        self._expires_at = granted_at + lease_duration
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"gcl-lease-{lease_id}", daemon=True)
+
+    def start(self) -> LeaseKeeper:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Never blocks: an in-flight renewal finishes in the background."""
+        self._stop.set()
+
+    def _run(self) -> None:
+        transport = SyncTransport(self._config)
+        try:
+            self._loop(transport)
+        finally:
+            transport.close()
+
+    def _loop(self, transport: SyncTransport) -> None:
+        next_at = self._expires_at - (1 - RENEW_FRACTION) * self.lease_duration
+        failures = 0
+        while not self._stop.wait(max(0.0, next_at - self._clock())):
+            sent = self._clock()
+            left = self._expires_at - sent
+            req = renew_request(self.lease_id, self.lease_duration, timeout=min(DEFAULT_HTTP_TIMEOUT, max(left, 0.05)))
+            try:
+                resp = transport.send(req)
+                status, why = resp.status, resp.message
+            except GCLConnectionError as exc:
+                status, why = 0, str(exc)
+            if self._stop.is_set():
+                return
+            if status == 204:
+                self.renewals += 1
+                failures = 0
+                self._expires_at = sent + self.lease_duration
+                next_at = sent + RENEW_FRACTION * self.lease_duration
+                continue
+            failures += 1
+            left = self._expires_at - self._clock()
+            if status == 410 or left <= 0:
+                self._lose(f"Lease {self.lease_id} lost ({why}); its slots are no longer reserved")
+                return
+            logger.warning("Renewing lease %s failed (%s); retrying for %.1f s", self.lease_id, why, left)
+            next_at = self._clock() + min(backoff(failures, base=0.2), left / 2)
+
+    def _lose(self, message: str) -> None:
+        self.lost = LeaseLostError(message, status_code=410)
+        logger.error(message)
+        self._on_lost(self.lost)
+
+
+class HeldSlots:
+    """What ``with concurrency(...) as held`` gives: the grant, and the lease's health."""
+
+    def __init__(self, grant: Grant | None = None) -> None:
+        self.names: list[str] = grant.names if grant else []
+        self.occupy: int = grant.occupy if grant else 0
+        self.limits: list[dict] = grant.limits if grant else []
+        self.missing: list[str] = grant.missing if grant else []
+        self.lease_id: str | None = grant.lease_id if grant else None
+        self.fencing_token: int | None = grant.fencing_token if grant else None
+        self.keeper: LeaseKeeper | None = None
+
+    @property
+    def lost(self) -> bool:
+        return self.keeper is not None and self.keeper.lost is not None
+
+    def check(self) -> None:
+        """Raise ``LeaseLostError`` if the lease has been lost (a cooperative alternative to interrupts)."""
+        if self.keeper is not None and self.keeper.lost is not None:
+            raise LeaseLostError(str(self.keeper.lost), status_code=410)

@@ -1,0 +1,217 @@
+"""Synchronous ``concurrency()`` context manager and ``rate_limit()``."""
+
+from __future__ import annotations
+
+import threading
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+from typing import Any
+
+from gcl._base import (
+    AcquireSpec,
+    Request,
+    Response,
+    acquire_flow,
+    lease_id_of,
+    missing_message,
+    normalize_names,
+    release_failed_message,
+    release_flow,
+    resolve_config,
+)
+from gcl.client import Client, SyncTransport, run_sync
+from gcl.errors import LeaseLostError, LeaseLostWarning, MissingLimitWarning, ReleaseFailedWarning
+from gcl.leases import HeldSlots, LeaseKeeper, LeaseLostInterrupt, interrupt_thread
+
+__all__ = ["concurrency", "rate_limit"]
+
+
+class _GuardedSender:
+    """Sends acquisition requests from a helper thread, so that an interrupt in the caller
+    (KeyboardInterrupt, an async exception) cannot lose a grant: a 200 that arrives after the
+    caller gave up is released by the helper, which then closes the transport if we own it."""
+
+    def __init__(self, transport: SyncTransport, own: bool) -> None:
+        self.transport = transport
+        self.own = own
+        self.handed_off = False
+        self.last_sent = 0.0
+
+    def __call__(self, req: Request) -> Response:
+        self.last_sent = time.monotonic()
+        result: dict[str, Any] = {}
+        done, lock, abandoned = threading.Event(), threading.Lock(), [False]
+
+        def work() -> None:
+            try:
+                result["resp"] = self.transport.send(req)
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller below
+                result["exc"] = exc
+            with lock:
+                done.set()
+                if not abandoned[0]:
+                    return
+            self._finish_orphan(result.get("resp"))
+
+        threading.Thread(target=work, name="gcl-acquire").start()
+        try:
+            done.wait()
+        except BaseException:
+            self.handed_off = True
+            with lock:
+                abandoned[0] = not done.is_set()
+            if not abandoned[0]:
+                threading.Thread(target=self._finish_orphan, args=(result.get("resp"),)).start()
+            raise
+        if "exc" in result:
+            raise result["exc"]
+        return result["resp"]
+
+    def _finish_orphan(self, resp: Response | None) -> None:
+        try:
+            lease_id = lease_id_of(resp) if resp is not None else None
+            if lease_id:
+                run_sync(release_flow(lease_id), self.transport.send)
+        finally:
+            if self.own:
+                self.transport.close()
+
+
+class ConcurrencyContext:
+    """Acquire on enter, renew while inside, release on every exit path. See ``concurrency``."""
+
+    def __init__(self, spec: AcquireSpec, raise_on_loss: bool, client: Client | None, config_args: tuple) -> None:
+        self._spec = spec
+        self._raise_on_loss = raise_on_loss
+        self._client = client
+        self._config = client.config if client else resolve_config(*config_args)
+        self._lock = threading.Lock()
+        self._exiting = False
+        self._interrupted = False
+        self._owner = 0
+        self._transport: SyncTransport | None = None
+        self._held = HeldSlots()
+
+    def __enter__(self) -> HeldSlots:
+        if not self._spec.names:
+            return self._held
+        own = self._client is None
+        self._transport = SyncTransport(self._config) if own else self._client.transport
+        sender = _GuardedSender(self._transport, own)
+        try:
+            grant = run_sync(acquire_flow(self._spec), sender)
+        except BaseException:
+            if own and not sender.handed_off:
+                self._transport.close()
+            raise
+        if msg := missing_message(grant):
+            warnings.warn(msg, MissingLimitWarning, stacklevel=2)
+        self._held = HeldSlots(grant)
+        if grant.lease_id and grant.limits and self._spec.lease_duration:
+            self._owner = threading.get_ident()
+            self._held.keeper = LeaseKeeper(
+                self._config, grant.lease_id, self._spec.lease_duration, self._on_lost, sender.last_sent
+            ).start()
+        return self._held
+
+    def _on_lost(self, err: LeaseLostError) -> None:
+        # Keeper thread. The lock orders this against __exit__, so no interrupt lands after the body.
+        with self._lock:
+            if self._raise_on_loss and not self._exiting:
+                self._interrupted = interrupt_thread(self._owner, LeaseLostInterrupt)
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool:
+        with self._lock:
+            self._exiting = True
+            if self._interrupted and not isinstance(exc, LeaseLostInterrupt):
+                interrupt_thread(self._owner, None)  # drop an interrupt the body never saw
+        held = self._held
+        if held.keeper is not None:
+            held.keeper.stop()
+        try:
+            if held.lease_id and not run_sync(release_flow(held.lease_id), self._transport.send):
+                warnings.warn(release_failed_message(held.lease_id), ReleaseFailedWarning, stacklevel=2)
+        finally:
+            if self._client is None and self._transport is not None:
+                self._transport.close()
+        lost = held.keeper.lost if held.keeper else None
+        if lost is None:
+            return False
+        if not self._raise_on_loss:
+            warnings.warn(f"{lost} while the body ran (strict=False).", LeaseLostWarning, stacklevel=2)
+            return False
+        if exc is None or isinstance(exc, LeaseLostInterrupt):
+            raise LeaseLostError(str(lost), status_code=410) from exc
+        return False
+
+
+def concurrency(
+    names: str | Sequence[str],
+    occupy: int = 1,
+    timeout_seconds: float | None = None,
+    max_retries: int | None = None,
+    lease_duration: float = 300,
+    strict: bool = False,
+    holder: Mapping[str, Any] | None = None,
+    raise_on_lease_renewal_failure: bool | None = None,
+    *,
+    client: Client | None = None,
+    api_url: str | None = None,
+    api_key: str | None = None,
+) -> ConcurrencyContext:
+    """Hold ``occupy`` slots on every limit in ``names`` while the ``with`` body runs.
+
+    Waits (polling, honouring ``Retry-After``) until all slots are free; ``timeout_seconds`` bounds
+    the whole wait (``AcquireConcurrencySlotTimeoutError``), ``max_retries`` the number of refusals.
+    Missing limits warn, or raise ``ConcurrencySlotAcquisitionError`` when ``strict``.
+    A thread renews the lease every ~3/4 of ``lease_duration``. If the lease is lost and
+    ``raise_on_lease_renewal_failure`` (default: ``strict``), the body is interrupted at its next
+    bytecode boundary and ``LeaseLostError`` is raised; otherwise a ``LeaseLostWarning`` is issued.
+    Slots are released on every exit path.
+    """
+    spec = AcquireSpec(
+        names=normalize_names(names),
+        occupy=occupy,
+        timeout_seconds=timeout_seconds,
+        max_retries=max_retries,
+        lease_duration=lease_duration,
+        holder=holder,
+        strict=strict,
+    )
+    raise_on_loss = strict if raise_on_lease_renewal_failure is None else raise_on_lease_renewal_failure
+    return ConcurrencyContext(spec, raise_on_loss, client, (api_url, api_key))
+
+
+def rate_limit(
+    names: str | Sequence[str],
+    occupy: int = 1,
+    timeout_seconds: float | None = None,
+    strict: bool = False,
+    *,
+    client: Client | None = None,
+    api_url: str | None = None,
+    api_key: str | None = None,
+) -> None:
+    """Block until ``occupy`` slots are granted on every (decaying) limit in ``names``; never releases."""
+    spec = AcquireSpec(
+        names=normalize_names(names),
+        occupy=occupy,
+        mode="rate_limit",
+        timeout_seconds=timeout_seconds,
+        lease_duration=None,
+        strict=strict,
+    )
+    if not spec.names:
+        return
+    transport = client.transport if client else SyncTransport(resolve_config(api_url, api_key))
+    try:
+        grant = run_sync(acquire_flow(spec), transport.send)
+    finally:
+        if client is None:
+            transport.close()
+    if msg := missing_message(grant):
+        warnings.warn(msg, MissingLimitWarning, stacklevel=2)
