@@ -1,0 +1,59 @@
+# GCL: every target is a thin delegate. `make run` and `make test` install what they need on first use.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat api/pyproject.toml sdk-python/pyproject.toml requirements-dev.txt 2>/dev/null | sha1sum | cut -c1-12)
+PY_DIRS := api tests $(wildcard sdk-python) examples
+HAS_PROVIDER := $(wildcard terraform-provider/GNUmakefile)
+
+.PHONY: run install test lint fmt openapi openapi-check test-py test-go provider e2e bench clean
+
+$(STAMP):
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements-dev.txt -e api $(if $(wildcard sdk-python/pyproject.toml),-e sdk-python)
+	@rm -f $(VENV)/.installed-* && touch $@
+
+install: $(STAMP)
+
+## Start the control plane on 127.0.0.1:4280 (SQLite file under ./data; see README for GCL_* overrides).
+run: $(STAMP)
+	$(BIN)/gcl-server migrate
+	exec $(BIN)/gunicorn -c api/gunicorn.conf.py
+
+## Lint, check generated artefacts, run every test suite that exists.
+test: $(STAMP) lint openapi-check $(if $(HAS_PROVIDER),provider) test-py $(if $(HAS_PROVIDER),test-go)
+
+lint: $(STAMP)
+	$(BIN)/ruff check $(PY_DIRS)
+	$(BIN)/ruff format --check $(PY_DIRS)
+
+fmt: $(STAMP)
+	$(BIN)/ruff check --fix $(PY_DIRS)
+	$(BIN)/ruff format $(PY_DIRS)
+
+openapi: $(STAMP)
+	$(BIN)/gcl-server openapi --output api/openapi.json
+
+openapi-check: $(STAMP)
+	$(BIN)/gcl-server openapi --check api/openapi.json
+
+test-py: $(STAMP)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-go: $(STAMP)
+	$(MAKE) -C terraform-provider test
+
+## Build the Terraform provider into the local filesystem mirror (and the offline terraform CLI).
+provider: $(STAMP)
+	$(MAKE) -C terraform-provider install
+
+e2e: $(STAMP) provider
+	$(BIN)/pytest tests/e2e $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python -m tests.bench $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) .tools data

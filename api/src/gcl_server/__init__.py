@@ -1,0 +1,46 @@
+"""GCL control plane: create_app(config=None)."""
+
+from flask import Flask
+
+
+def create_app(config=None):
+    """Build the Flask app: settings (defaults < GCL_* env < config), database, migrations, routes."""
+    from flask_smorest import Api
+
+    from . import auth, errors, settings
+    from .database import connection_hooks, db, migrate, open_database
+    from .resources.health.routes import blp as health_blp
+    from .resources.health.routes import metrics_blp
+    from .resources.limits.routes import blp as limits_blp
+    from .resources.slots.routes import blp as slots_blp
+    from .services.sweeper import Sweeper
+
+    app = Flask(__name__)
+    app.config.update(settings.load(config))
+    app.config.update(
+        API_TITLE="GCL",
+        API_VERSION="v2",
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/api",
+        OPENAPI_JSON_PATH="openapi.json",
+        OPENAPI_SWAGGER_UI_PATH="/docs",
+        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
+        API_SPEC_OPTIONS={
+            "info": {"description": "Global concurrency limits and rate limits (Prefect-compatible API)."},
+            "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        },
+    )
+    database = open_database(app.config["DATABASE_URL"])
+    db.initialize(database)
+    migrate(database)
+    connection_hooks(app)
+
+    api = Api(app)
+    for blueprint in (limits_blp, slots_blp, health_blp, metrics_blp):
+        api.register_blueprint(blueprint)
+    errors.register(app)
+    app.before_request(auth.check_api_key)
+
+    if app.config["SWEEPER"]:
+        app.extensions["gcl_sweeper"] = Sweeper(app.config["SWEEP_INTERVAL_SECONDS"]).start()
+    return app

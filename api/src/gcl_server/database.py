@@ -1,0 +1,224 @@
+"""Database connection (SQLite default, PostgreSQL for several nodes), dialect differences and migrations."""
+
+import logging
+import os
+import time
+from urllib.parse import parse_qs, unquote, urlparse
+
+import peewee
+from playhouse.pool import PooledPostgresqlDatabase
+
+from .settings import default_database_url
+
+log = logging.getLogger(__name__)
+
+db = peewee.DatabaseProxy()
+
+SQLITE_PRAGMAS = {
+    "journal_mode": "wal",
+    "synchronous": "normal",
+    "foreign_keys": 1,
+    "busy_timeout": 10000,
+    "cache_size": -16000,
+}
+
+
+class Dialect:
+    """Everything that differs between SQLite and PostgreSQL, in one place."""
+
+    name = "sqlite"
+    param = "?"
+    # SQLite serialises writers: BEGIN IMMEDIATE takes the write lock up front, so a
+    # read-then-write transaction can never fail half-way with SQLITE_BUSY.
+    lock_rows = ""
+    retryable_messages = ("database is locked", "database table is locked", "busy")
+
+    def __init__(self, database):
+        self.database = database
+
+    def write_tx(self):
+        return self.database.atomic(lock_type="IMMEDIATE")
+
+    def next_token_sql(self):
+        return "UPDATE gcl_counter SET value = value + 1 WHERE name = 'fencing_token' RETURNING value"
+
+    def is_retryable(self, exc):
+        return isinstance(exc, peewee.OperationalError) and any(m in str(exc).lower() for m in self.retryable_messages)
+
+
+class PostgresDialect(Dialect):
+    name = "postgresql"
+    param = "%s"
+    # READ COMMITTED with row locks taken in id order: no deadlock between overlapping name sets.
+    lock_rows = " FOR UPDATE"
+
+    def write_tx(self):
+        return self.database.atomic()
+
+    def next_token_sql(self):
+        return "SELECT nextval('gcl_fencing_token')"
+
+    def is_retryable(self, exc):
+        code = getattr(getattr(exc, "orig", None) or exc.__cause__ or exc, "pgcode", None)
+        return code in ("40001", "40P01", "55P03")
+
+
+def open_database(url=None):
+    """Create (not connect) a peewee database for a DATABASE_URL."""
+    url = url or default_database_url("data")
+    parsed = urlparse(url)
+    if parsed.scheme == "sqlite":
+        path = unquote(parsed.path)
+        if url.startswith("sqlite:////"):
+            path = "/" + path.lstrip("/")
+        elif url.startswith("sqlite:///"):
+            path = path[1:] if path.startswith("/") else path
+        if not path or path == ":memory:":
+            raise ValueError("DATABASE_URL: an SQLite database must be a file (several workers share it)")
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        database = peewee.SqliteDatabase(path, pragmas=SQLITE_PRAGMAS, timeout=10, check_same_thread=False)
+        database.dialect = Dialect(database)
+        return database
+    if parsed.scheme in ("postgres", "postgresql"):
+        query = {k: v[-1] for k, v in parse_qs(parsed.query).items()}
+        kwargs = {
+            "host": query.pop("host", None) or parsed.hostname or None,
+            "port": parsed.port or query.pop("port", None),
+            "user": unquote(parsed.username) if parsed.username else None,
+            "password": unquote(parsed.password) if parsed.password else None,
+        }
+        max_connections = int(query.pop("max_connections", "32"))
+        kwargs.update(query)
+        database = PooledPostgresqlDatabase(
+            parsed.path.lstrip("/") or "postgres",
+            max_connections=max_connections,
+            stale_timeout=300,
+            timeout=10,
+            **{k: v for k, v in kwargs.items() if v is not None},
+        )
+        database.dialect = PostgresDialect(database)
+        return database
+    raise ValueError(f"DATABASE_URL: unsupported scheme {parsed.scheme!r} (use sqlite:/// or postgresql://)")
+
+
+def sql(query):
+    """Adapt a query written with ? placeholders to the bound database's parameter style."""
+    param = db.obj.dialect.param
+    return query if param == "?" else query.replace("?", param)
+
+
+def execute(query, params=()):
+    return db.execute_sql(sql(query), params)
+
+
+# ---------------------------------------------------------------- migrations
+# Each migration is (version, description, statements); a statement may be a callable
+# dialect_name -> list of SQL strings, for the few places the dialects differ.
+MIGRATIONS = [
+    (
+        1,
+        "limits, leases, fencing tokens",
+        [
+            """CREATE TABLE concurrency_limit (
+                id VARCHAR(36) PRIMARY KEY,
+                name VARCHAR(255) NOT NULL UNIQUE,
+                "limit" INTEGER NOT NULL,
+                active BOOLEAN NOT NULL DEFAULT TRUE,
+                slot_decay_per_second DOUBLE PRECISION NOT NULL DEFAULT 0,
+                decay_occupancy DOUBLE PRECISION NOT NULL DEFAULT 0,
+                decay_updated DOUBLE PRECISION NOT NULL,
+                denied DOUBLE PRECISION NOT NULL DEFAULT 0,
+                denied_updated DOUBLE PRECISION NOT NULL,
+                avg_slot_occupancy_seconds DOUBLE PRECISION NOT NULL DEFAULT 2,
+                created DOUBLE PRECISION NOT NULL,
+                updated DOUBLE PRECISION NOT NULL)""",
+            """CREATE TABLE lease (
+                id VARCHAR(36) PRIMARY KEY,
+                slots INTEGER NOT NULL,
+                acquired DOUBLE PRECISION NOT NULL,
+                expires DOUBLE PRECISION NOT NULL,
+                duration DOUBLE PRECISION NOT NULL,
+                token BIGINT NOT NULL,
+                holder TEXT,
+                anonymous BOOLEAN NOT NULL DEFAULT FALSE)""",
+            "CREATE INDEX lease_expires ON lease (expires)",
+            """CREATE TABLE lease_limit (
+                lease_id VARCHAR(36) NOT NULL REFERENCES lease (id) ON DELETE CASCADE,
+                limit_id VARCHAR(36) NOT NULL REFERENCES concurrency_limit (id) ON DELETE CASCADE,
+                slots INTEGER NOT NULL,
+                PRIMARY KEY (lease_id, limit_id))""",
+            "CREATE INDEX lease_limit_limit ON lease_limit (limit_id)",
+            lambda dialect: (
+                ["CREATE SEQUENCE gcl_fencing_token"]
+                if dialect == "postgresql"
+                else [
+                    "CREATE TABLE gcl_counter (name VARCHAR(64) PRIMARY KEY, value BIGINT NOT NULL)",
+                    "INSERT INTO gcl_counter (name, value) VALUES ('fencing_token', 0)",
+                ]
+            ),
+        ],
+    ),
+]
+
+LATEST_VERSION = MIGRATIONS[-1][0]
+
+
+def _statements(items, dialect):
+    for item in items:
+        yield from (item(dialect) if callable(item) else [item])
+
+
+def current_version(database):
+    if not database.table_exists("gcl_schema_version"):
+        return 0
+    row = database.execute_sql("SELECT MAX(version) FROM gcl_schema_version").fetchone()
+    return row[0] or 0
+
+
+def migrate(database):
+    """Apply pending migrations in one locked transaction each; safe to run from many processes."""
+    dialect = database.dialect
+    applied = []
+    with dialect.write_tx():
+        if dialect.name == "postgresql":
+            database.execute_sql("SELECT pg_advisory_xact_lock(4280)")
+        database.execute_sql(
+            "CREATE TABLE IF NOT EXISTS gcl_schema_version "
+            "(version INTEGER PRIMARY KEY, description TEXT, applied DOUBLE PRECISION NOT NULL)"
+        )
+        version = current_version(database)
+        for number, description, items in MIGRATIONS:
+            if number <= version:
+                continue
+            for statement in _statements(items, dialect.name):
+                database.execute_sql(statement)
+            database.execute_sql(
+                f"INSERT INTO gcl_schema_version (version, description, applied) VALUES "
+                f"({dialect.param}, {dialect.param}, {dialect.param})",
+                (number, description, time.time()),
+            )
+            applied.append(number)
+    if version > LATEST_VERSION:
+        raise RuntimeError(f"database schema version {version} is newer than this server ({LATEST_VERSION})")
+    for number in applied:
+        log.info("applied migration %s", number)
+    return applied
+
+
+def migrate_url(url):
+    database = open_database(url)
+    try:
+        database.connect()
+        return migrate(database)
+    finally:
+        database.close()
+
+
+def connection_hooks(app):
+    """Pooled PostgreSQL connections go back to the pool after each request; SQLite keeps one per thread."""
+    if isinstance(db.obj, PooledPostgresqlDatabase):
+
+        @app.teardown_request
+        def _release_connection(exc):
+            if not db.is_closed():
+                db.close()

@@ -1,0 +1,120 @@
+"""Domain errors and the one mapping from errors to the HTTP error envelope."""
+
+import logging
+
+from flask import jsonify
+from werkzeug.exceptions import HTTPException, InternalServerError
+
+log = logging.getLogger(__name__)
+
+
+class GCLError(Exception):
+    """Base of every domain error; `status` is the HTTP status it maps to."""
+
+    status = 400
+
+    def __init__(self, message, *, retry_after=None, errors=None):
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
+        self.errors = errors
+
+
+class NotFound(GCLError):
+    status = 404
+
+
+class Conflict(GCLError):
+    status = 409
+
+
+class Gone(GCLError):
+    status = 410
+
+
+class PreconditionFailed(GCLError):
+    status = 412
+
+
+class Invalid(GCLError):
+    status = 422
+
+
+class Locked(GCLError):
+    """The requested slots are not available now; `retry_after` says when to ask again."""
+
+    status = 423
+
+
+class Unavailable(GCLError):
+    status = 503
+
+
+def envelope(code, status_name, message, errors=None, retry_after=None):
+    body = {"code": code, "status": status_name, "message": message, "detail": message}
+    if errors:
+        body["errors"] = errors
+    response = jsonify(body)
+    response.status_code = code
+    if retry_after is not None:
+        response.headers["Retry-After"] = f"{max(retry_after, 0.0):.3f}"
+    return response
+
+
+_NAMES = {
+    404: "Not Found",
+    409: "Conflict",
+    410: "Gone",
+    412: "Precondition Failed",
+    422: "Unprocessable Entity",
+    423: "Locked",
+    503: "Service Unavailable",
+    400: "Bad Request",
+}
+
+
+def handle_domain_error(error):
+    return envelope(error.status, _NAMES.get(error.status, "Error"), error.message, error.errors, error.retry_after)
+
+
+def handle_http_exception(error):
+    data = getattr(error, "data", None) or {}
+    errors = data.get("errors") or data.get("messages")
+    message = data.get("message") or _default_message(error, errors)
+    response = envelope(error.code, error.name, message, errors)
+    for key, value in (data.get("headers") or {}).items():
+        response.headers[key] = value
+    if error.code == 405 and getattr(error, "valid_methods", None):
+        response.headers["Allow"] = ", ".join(error.valid_methods)
+    return response
+
+
+def _default_message(error, errors):
+    if errors:
+        return "Invalid request: " + _first_error(errors)
+    return error.description or error.name
+
+
+def _first_error(errors, path=()):
+    """Flatten the first validation message into 'field: message' for one-line clients."""
+    if isinstance(errors, dict):
+        for key, value in errors.items():
+            inner = path if key in ("json", "query", "headers", "path", "_schema") else path + (str(key),)
+            return _first_error(value, inner)
+    if isinstance(errors, list) and errors:
+        return _first_error(errors[0], path)
+    prefix = ".".join(path)
+    return f"{prefix}: {errors}" if prefix else str(errors)
+
+
+def handle_unexpected(error):
+    if isinstance(error, HTTPException):
+        return handle_http_exception(error)
+    log.exception("unhandled error")
+    return envelope(500, InternalServerError.name, "Internal server error.")
+
+
+def register(app):
+    app.register_error_handler(GCLError, handle_domain_error)
+    app.register_error_handler(HTTPException, handle_http_exception)
+    app.register_error_handler(Exception, handle_unexpected)

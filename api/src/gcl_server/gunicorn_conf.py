@@ -1,0 +1,23 @@
+"""Gunicorn settings for `make run`; every value can be overridden from the environment."""
+
+import os
+
+bind = f"{os.environ.get('GCL_HOST', '127.0.0.1')}:{os.environ.get('GCL_PORT', '4280')}"
+workers = int(os.environ.get("GCL_WORKERS", "2"))
+# gthread: server-side waiting parks a request on a thread, not a whole process.
+worker_class = "gthread"
+threads = int(os.environ.get("GCL_THREADS", "32"))
+timeout = 60
+graceful_timeout = 10
+keepalive = 30
+accesslog = os.environ.get("GCL_ACCESS_LOG") or None
+loglevel = os.environ.get("GCL_LOG_LEVEL", "info")
+wsgi_app = "gcl_server.wsgi:app"
+
+
+def on_starting(server):
+    # Migrate once in the master so workers never race on a fresh database.
+    from gcl_server.database import migrate_url
+    from gcl_server.settings import load
+
+    migrate_url(load()["DATABASE_URL"])

@@ -1,0 +1,53 @@
+"""Peewee models of the tables created by the migrations in database.py."""
+
+import peewee
+
+from .database import db
+
+
+class BaseModel(peewee.Model):
+    class Meta:
+        database = db
+
+
+class ConcurrencyLimit(BaseModel):
+    id = peewee.CharField(max_length=36, primary_key=True)
+    name = peewee.CharField(max_length=255, unique=True)
+    limit = peewee.IntegerField()
+    active = peewee.BooleanField(default=True)
+    slot_decay_per_second = peewee.DoubleField(default=0.0)
+    # Rate-limit occupancy at decay_updated; the value now is max(0, occ - rate * elapsed).
+    decay_occupancy = peewee.DoubleField(default=0.0)
+    decay_updated = peewee.DoubleField()
+    denied = peewee.DoubleField(default=0.0)
+    denied_updated = peewee.DoubleField()
+    avg_slot_occupancy_seconds = peewee.DoubleField(default=2.0)
+    created = peewee.DoubleField()
+    updated = peewee.DoubleField()
+
+    class Meta:
+        table_name = "concurrency_limit"
+
+
+class Lease(BaseModel):
+    id = peewee.CharField(max_length=36, primary_key=True)
+    slots = peewee.IntegerField()
+    acquired = peewee.DoubleField()
+    expires = peewee.DoubleField()
+    duration = peewee.DoubleField()
+    token = peewee.BigIntegerField()
+    holder = peewee.TextField(null=True)
+    anonymous = peewee.BooleanField(default=False)
+
+    class Meta:
+        table_name = "lease"
+
+
+class LeaseLimit(BaseModel):
+    lease = peewee.ForeignKeyField(Lease, column_name="lease_id", on_delete="CASCADE")
+    limit = peewee.ForeignKeyField(ConcurrencyLimit, column_name="limit_id", on_delete="CASCADE")
+    slots = peewee.IntegerField()
+
+    class Meta:
+        table_name = "lease_limit"
+        primary_key = peewee.CompositeKey("lease", "limit")

@@ -1,0 +1,95 @@
+"""Limits CRUD, Prefect-compatible, plus declarative PUT, ETags, reset and lease listing."""
+
+from flask.views import MethodView
+from flask_smorest import Blueprint
+
+from ...services import limits as service
+from ...services import slots as engine
+from .schemas import (
+    IfMatchSchema,
+    LeaseSchema,
+    LimitCreateSchema,
+    LimitFilterSchema,
+    LimitPutSchema,
+    LimitSchema,
+    LimitUpdateSchema,
+)
+
+blp = Blueprint("limits", __name__, url_prefix="/api/v2/concurrency_limits", description="Global concurrency limits")
+
+ETAG_HEADER = {"ETag": {"description": "Validator of the managed fields", "schema": {"type": "string"}}}
+
+
+def _with_etag(limit, status=200):
+    return limit, status, {"ETag": limit.etag}
+
+
+@blp.route("/")
+class Limits(MethodView):
+    @blp.arguments(LimitCreateSchema)
+    @blp.response(201, LimitSchema, headers=ETAG_HEADER)
+    @blp.alt_response(409, description="A limit with this name exists")
+    def post(self, data):
+        """Create a limit"""
+        return _with_etag(service.create(data), 201)
+
+
+@blp.route("/filter")
+class LimitFilter(MethodView):
+    @blp.arguments(LimitFilterSchema)
+    @blp.response(200, LimitSchema(many=True))
+    def post(self, query):
+        """List limits ordered by name"""
+        return service.list_limits(**query)
+
+
+@blp.route("/<string:id_or_name>")
+class Limit(MethodView):
+    @blp.response(200, LimitSchema, headers=ETAG_HEADER)
+    @blp.alt_response(404, description="No such limit")
+    def get(self, id_or_name):
+        """Read a limit by id or name"""
+        return _with_etag(service.read(id_or_name))
+
+    @blp.arguments(IfMatchSchema, location="headers")
+    @blp.arguments(LimitUpdateSchema)
+    @blp.response(204, headers=ETAG_HEADER)
+    @blp.alt_response(409, description="Rename onto an existing name")
+    @blp.alt_response(412, description="If-Match does not match")
+    def patch(self, headers, data, id_or_name):
+        """Update some fields of a limit; `active_slots: 0` resets it"""
+        limit = service.update(id_or_name, data, headers.get("if_match"))
+        return None, 204, {"ETag": limit.etag}
+
+    @blp.arguments(IfMatchSchema, location="headers")
+    @blp.arguments(LimitPutSchema)
+    @blp.response(200, LimitSchema, headers=ETAG_HEADER)
+    @blp.alt_response(201, schema=LimitSchema, description="Created")
+    @blp.alt_response(412, description="If-Match does not match")
+    def put(self, headers, data, id_or_name):
+        """Create or replace a limit by name (idempotent)"""
+        limit, created = service.upsert(id_or_name, data, headers.get("if_match"))
+        return _with_etag(limit, 201 if created else 200)
+
+    @blp.arguments(IfMatchSchema, location="headers")
+    @blp.response(204)
+    @blp.alt_response(404, description="No such limit")
+    def delete(self, headers, id_or_name):
+        """Delete a limit (its leases are revoked)"""
+        service.delete(id_or_name, headers.get("if_match"))
+
+
+@blp.route("/<string:id_or_name>/reset")
+class LimitReset(MethodView):
+    @blp.response(200, LimitSchema, headers=ETAG_HEADER)
+    def post(self, id_or_name):
+        """Reset a limit: revoke its leases, clear rate-limit and denied occupancy"""
+        return _with_etag(service.reset(id_or_name))
+
+
+@blp.route("/<string:id_or_name>/leases")
+class LimitLeases(MethodView):
+    @blp.response(200, LeaseSchema(many=True))
+    def get(self, id_or_name):
+        """Live leases holding a limit, oldest first"""
+        return engine.leases_of(service.find(id_or_name).id)

@@ -1,0 +1,66 @@
+"""Request and response schemas of the limits routes."""
+
+from marshmallow import Schema, fields, validate
+
+from ..fields import Bool, Int, Str, Timestamp, decay_field, name_field, slots_limit_field
+
+
+class LimitCreateSchema(Schema):
+    name = name_field(required=True)
+    limit = slots_limit_field(required=True)
+    active = Bool()
+    slot_decay_per_second = decay_field()
+
+
+class LimitUpdateSchema(Schema):
+    name = name_field()
+    limit = slots_limit_field()
+    active = Bool()
+    slot_decay_per_second = decay_field()
+    active_slots = Int(metadata={"description": "Only 0: resets the limit (revokes its leases)."})
+    denied_slots = Int(validate=validate.Range(min=0, max=2**31 - 1))
+
+
+class LimitPutSchema(Schema):
+    limit = slots_limit_field(required=True)
+    active = Bool(metadata={"description": "Default true."})
+    slot_decay_per_second = decay_field(metadata={"description": "Default 0."})
+
+
+class LimitFilterSchema(Schema):
+    offset = Int(validate=validate.Range(min=0), load_default=0)
+    limit = Int(validate=validate.Range(min=1, max=200), load_default=200)
+    names = fields.List(Str(), validate=validate.Length(max=1000))
+    name_prefix = Str(validate=validate.Length(max=255))
+    active = Bool()
+
+
+class LimitSchema(Schema):
+    id = fields.String()
+    created = Timestamp()
+    updated = Timestamp()
+    name = fields.String()
+    limit = fields.Integer()
+    active = fields.Boolean()
+    slot_decay_per_second = fields.Float()
+    avg_slot_occupancy_seconds = fields.Float()
+    active_slots = fields.Integer(attribute="runtime.active_slots")
+    denied_slots = fields.Integer(attribute="runtime.denied_slots")
+    occupancy = fields.Float(attribute="runtime.occupancy", metadata={"description": "Exact occupied slots."})
+
+
+class LeaseSchema(Schema):
+    lease_id = fields.String()
+    slots = fields.Integer()
+    holder = fields.Dict()
+    acquired = Timestamp()
+    expires = Timestamp()
+    fencing_token = fields.Integer()
+    names = fields.List(fields.String())
+
+
+class IfMatchSchema(Schema):
+    class Meta:
+        unknown = "exclude"
+
+    if_match = Str(data_key="If-Match")

@@ -1,0 +1,107 @@
+"""Prefect-compatible slot routes: increment, decrement, leases."""
+
+from flask import current_app
+from flask.views import MethodView
+from flask_smorest import Blueprint
+
+from ...errors import Invalid
+from ...services import slots as engine
+from .schemas import (
+    DecrementSchema,
+    DecrementWithLeaseSchema,
+    IncrementSchema,
+    IncrementWithLeaseSchema,
+    LeaseGrantSchema,
+    MinimalLimitSchema,
+    RenewSchema,
+)
+
+blp = Blueprint("slots", __name__, url_prefix="/api/v2/concurrency_limits", description="Acquire and release slots")
+
+LOCKED = {"description": "Slots not available now; see Retry-After (seconds)"}
+
+
+def lease_seconds(requested):
+    config = current_app.config
+    value = config["LEASE_DEFAULT_SECONDS"] if requested is None else requested
+    low, high = config["LEASE_MIN_SECONDS"], config["LEASE_MAX_SECONDS"]
+    if not low <= value <= high:
+        message = f"lease_duration must be between {low:g} and {high:g} seconds."
+        raise Invalid(message, errors={"json": {"lease_duration": [message]}})
+    return value
+
+
+def _limits(rows):
+    return [{"id": r.id, "name": r.name, "limit": r.limit} for r in rows]
+
+
+@blp.route("/increment")
+class Increment(MethodView):
+    @blp.arguments(IncrementSchema)
+    @blp.response(200, MinimalLimitSchema(many=True))
+    @blp.alt_response(423, description=LOCKED["description"])
+    def post(self, body):
+        """Occupy slots on every named limit, or none (no lease: release with /decrement)"""
+        concurrency = body["mode"] == "concurrency"
+        grant = engine.acquire(
+            body["names"],
+            body["slots"],
+            body["mode"],
+            lease_seconds=current_app.config["UNLEASED_TTL_SECONDS"] if concurrency else None,
+            anonymous=True,
+        )
+        return _limits(grant.limits)
+
+
+@blp.route("/increment-with-lease")
+class IncrementWithLease(MethodView):
+    @blp.arguments(IncrementWithLeaseSchema)
+    @blp.response(200, LeaseGrantSchema)
+    @blp.alt_response(423, description=LOCKED["description"])
+    def post(self, body):
+        """Occupy slots on every named limit, or none, under a renewable lease"""
+        seconds = lease_seconds(body.get("lease_duration"))
+        grant = engine.acquire(body["names"], body["slots"], body["mode"], seconds, body.get("holder"))
+        return {
+            "lease_id": grant.lease_id,
+            "limits": _limits(grant.limits),
+            "fencing_token": grant.token,
+            "expires": grant.expires,
+        }
+
+
+@blp.route("/decrement")
+class Decrement(MethodView):
+    @blp.arguments(DecrementSchema)
+    @blp.response(200, MinimalLimitSchema(many=True))
+    def post(self, body):
+        """Free slots taken with /increment (clamped at zero)"""
+        return _limits(engine.decrement(body["names"], body["slots"], body.get("occupancy_seconds")))
+
+
+@blp.route("/decrement-with-lease")
+class DecrementWithLease(MethodView):
+    @blp.arguments(DecrementWithLeaseSchema)
+    @blp.response(204)
+    def post(self, body):
+        """Release a lease's slots; an unknown lease is a no-op"""
+        engine.release(str(body["lease_id"]))
+
+
+@blp.route("/leases/<uuid:lease_id>/renew")
+class Renew(MethodView):
+    @blp.arguments(RenewSchema)
+    @blp.response(204)
+    @blp.alt_response(410, description="The lease expired or was revoked")
+    def post(self, body, lease_id):
+        """Extend a live lease"""
+        engine.renew(str(lease_id), lease_seconds(body.get("lease_duration")))
+
+
+@blp.route("/leases/<uuid:lease_id>")
+class Lease(MethodView):
+    @blp.response(204)
+    @blp.alt_response(404, description="No such lease")
+    def delete(self, lease_id):
+        """Revoke a lease: its slots are free at once, its holder's next renewal gets 410"""
+        engine.revoke(str(lease_id))

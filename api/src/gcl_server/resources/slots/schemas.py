@@ -1,0 +1,61 @@
+"""Request and response schemas of the slot routes."""
+
+from marshmallow import Schema, ValidationError, fields, validate, validates
+
+from ..fields import MAX_INT, Bool, Int, Number, Str, Timestamp
+
+MODES = ("concurrency", "rate_limit")
+
+
+class HolderSchema(Schema):
+    type = Str(required=True, validate=validate.Length(min=1, max=64))
+    id = Str(required=True, validate=validate.Length(min=1, max=255))
+    label = Str(validate=validate.Length(max=255))
+
+
+class _NamesSlots(Schema):
+    names = fields.List(
+        Str(validate=validate.Length(min=1, max=255)), required=True, validate=validate.Length(min=1, max=100)
+    )
+    slots = Int(required=True, validate=validate.Range(min=1, max=MAX_INT))
+    mode = Str(validate=validate.OneOf(MODES), load_default="concurrency")
+
+
+class IncrementSchema(_NamesSlots):
+    create_if_missing = Bool(metadata={"description": "Accepted for Prefect clients; limits are declarative."})
+
+    @validates("create_if_missing")
+    def _no_implicit_limits(self, value, **kwargs):
+        if value:
+            raise ValidationError("Limits are never created implicitly; create them first (API, CLI or Terraform).")
+
+
+class IncrementWithLeaseSchema(IncrementSchema):
+    lease_duration = Number(metadata={"description": "Seconds, 60-86400 (default 300)."})
+    holder = fields.Nested(HolderSchema)
+
+
+class DecrementSchema(_NamesSlots):
+    occupancy_seconds = Number(validate=validate.Range(min=0))
+    create_if_missing = Bool()
+
+
+class DecrementWithLeaseSchema(Schema):
+    lease_id = fields.UUID(required=True)
+
+
+class RenewSchema(Schema):
+    lease_duration = Number(metadata={"description": "Seconds, 60-86400 (default 300)."})
+
+
+class MinimalLimitSchema(Schema):
+    id = fields.String()
+    name = fields.String()
+    limit = fields.Integer()
+
+
+class LeaseGrantSchema(Schema):
+    lease_id = fields.String()
+    limits = fields.List(fields.Nested(MinimalLimitSchema))
+    fencing_token = fields.Integer()
+    expires = Timestamp()

@@ -1,0 +1,245 @@
+"""Limits as declarative resources: create, read, update, upsert, delete, list, reset."""
+
+import hashlib
+import time
+import uuid
+
+import peewee
+
+from ..database import db, execute
+from ..errors import Conflict, Invalid, NotFound, PreconditionFailed
+from ..models import ConcurrencyLimit
+from . import transactional
+from .decay import decayed, denied_rate, shown_slots
+
+MANAGED = ("name", "limit", "active", "slot_decay_per_second")
+
+
+def etag(limit):
+    """Strong validator over the managed fields only: held slots never change it."""
+    raw = f"{limit.id}|{limit.name}|{limit.limit}|{bool(limit.active)}|{float(limit.slot_decay_per_second)!r}"
+    return '"' + hashlib.sha256(raw.encode()).hexdigest()[:32] + '"'
+
+
+def leased_slots(limit_ids, now):
+    """Slots held by live leases, per limit id: leases are the single source of truth."""
+    if not limit_ids:
+        return {}
+    marks = ", ".join("?" for _ in limit_ids)
+    cursor = execute(
+        "SELECT ll.limit_id, SUM(ll.slots) FROM lease_limit ll JOIN lease l ON l.id = ll.lease_id "
+        f"WHERE ll.limit_id IN ({marks}) AND l.expires > ? GROUP BY ll.limit_id",
+        (*limit_ids, now),
+    )
+    return {row[0]: int(row[1] or 0) for row in cursor.fetchall()}
+
+
+def runtime(limit, leased, now):
+    """Occupancy (exact), shown active slots and denied slots of a limit at `now`."""
+    rate = limit.slot_decay_per_second
+    occupancy = leased + decayed(limit.decay_occupancy, limit.decay_updated, rate, now)
+    denied = decayed(limit.denied, limit.denied_updated, denied_rate(rate, limit.avg_slot_occupancy_seconds), now)
+    return {
+        "occupancy": occupancy,
+        "active_slots": shown_slots(occupancy),
+        "denied_slots": shown_slots(denied),
+    }
+
+
+def with_runtime(limits, now=None):
+    """Attach runtime figures to each limit (one query for all of them)."""
+    now = time.time() if now is None else now
+    leased = leased_slots([limit.id for limit in limits], now)
+    for limit in limits:
+        limit.runtime = runtime(limit, leased.get(limit.id, 0), now)
+        limit.etag = etag(limit)
+    return limits
+
+
+def _parse_uuid(value):
+    try:
+        return str(uuid.UUID(value))
+    except (ValueError, AttributeError, TypeError):
+        return None
+
+
+def find(id_or_name, lock=False):
+    """A limit by id (a UUID) or else by name; NotFound otherwise."""
+    query = ConcurrencyLimit.select()
+    if lock and db.obj.dialect.lock_rows:
+        query = query.for_update()
+    as_id = _parse_uuid(id_or_name)
+    limit = None
+    if as_id:
+        limit = query.where(ConcurrencyLimit.id == as_id).first()
+    if limit is None:
+        limit = query.where(ConcurrencyLimit.name == id_or_name).first()
+    if limit is None:
+        raise NotFound(f"Concurrency limit {id_or_name!r} not found.")
+    return limit
+
+
+def read(id_or_name):
+    return with_runtime([find(id_or_name)])[0]
+
+
+def _check_if_match(limit, if_match):
+    if if_match is None:
+        return
+    candidates = {tag.strip() for tag in if_match.split(",")}
+    if "*" in candidates:
+        return
+    current = etag(limit)
+    if current not in candidates and current.strip('"') not in candidates and f"W/{current}" not in candidates:
+        raise PreconditionFailed("If-Match does not match the current ETag of the limit.")
+
+
+def _ensure_name_free(name, except_id=None):
+    query = ConcurrencyLimit.select(ConcurrencyLimit.id).where(ConcurrencyLimit.name == name)
+    if except_id:
+        query = query.where(ConcurrencyLimit.id != except_id)
+    if query.exists():
+        raise Conflict(f"A concurrency limit named {name!r} already exists.")
+
+
+@transactional
+def create(data):
+    _ensure_name_free(data["name"])
+    now = time.time()
+    limit = ConcurrencyLimit(
+        id=str(uuid.uuid4()),
+        name=data["name"],
+        limit=data["limit"],
+        active=data.get("active", True),
+        slot_decay_per_second=data.get("slot_decay_per_second", 0.0),
+        decay_occupancy=0.0,
+        decay_updated=now,
+        denied=0.0,
+        denied_updated=now,
+        avg_slot_occupancy_seconds=2.0,
+        created=now,
+        updated=now,
+    )
+    try:
+        limit.save(force_insert=True)
+    except peewee.IntegrityError as exc:
+        raise Conflict(f"A concurrency limit named {data['name']!r} already exists.") from exc
+    return with_runtime([limit], now)[0]
+
+
+def _apply(limit, data, now):
+    """Apply managed-field changes; returns True when anything changed. Decay is materialised first."""
+    changed = False
+    rate = data.get("slot_decay_per_second", limit.slot_decay_per_second)
+    if rate != limit.slot_decay_per_second:
+        # Fix the pool at its exact value now, so a new rate applies only from now on.
+        limit.decay_occupancy = decayed(limit.decay_occupancy, limit.decay_updated, limit.slot_decay_per_second, now)
+        limit.decay_updated = now
+        _materialise_denied(limit, now)
+    for field in MANAGED:
+        if field in data and data[field] != getattr(limit, field):
+            setattr(limit, field, data[field])
+            changed = True
+    if "denied_slots" in data:
+        limit.denied, limit.denied_updated, changed = float(data["denied_slots"]), now, True
+    if changed:
+        limit.updated = now
+    return changed
+
+
+def _materialise_denied(limit, now):
+    rate = denied_rate(limit.slot_decay_per_second, limit.avg_slot_occupancy_seconds)
+    limit.denied = decayed(limit.denied, limit.denied_updated, rate, now)
+    limit.denied_updated = now
+
+
+@transactional
+def update(id_or_name, data, if_match=None):
+    limit = find(id_or_name, lock=True)
+    _check_if_match(limit, if_match)
+    if "active_slots" in data:
+        if data["active_slots"] != 0:
+            raise Invalid("active_slots can only be set to 0, which resets the limit.")
+        _reset(limit)
+    if "name" in data:
+        _ensure_name_free(data["name"], except_id=limit.id)
+    now = time.time()
+    if _apply(limit, data, now) or "active_slots" in data:
+        limit.save()
+    return with_runtime([limit], now)[0]
+
+
+@transactional
+def upsert(name, data, if_match=None):
+    """PUT: create the limit or replace its managed fields; omitted fields take their defaults."""
+    desired = {
+        "name": name,
+        "limit": data["limit"],
+        "active": data.get("active", True),
+        "slot_decay_per_second": data.get("slot_decay_per_second", 0.0),
+    }
+    try:
+        limit = _by_name(name, lock=True)
+    except NotFound:
+        if if_match is not None:
+            raise PreconditionFailed("If-Match given but the limit does not exist.") from None
+        return create.__wrapped__(desired), True
+    _check_if_match(limit, if_match)
+    now = time.time()
+    if _apply(limit, desired, now):
+        limit.save()
+    return with_runtime([limit], now)[0], False
+
+
+def _by_name(name, lock=False):
+    query = ConcurrencyLimit.select().where(ConcurrencyLimit.name == name)
+    if lock and db.obj.dialect.lock_rows:
+        query = query.for_update()
+    limit = query.first()
+    if limit is None:
+        raise NotFound(f"Concurrency limit {name!r} not found.")
+    return limit
+
+
+@transactional
+def delete(id_or_name, if_match=None):
+    limit = find(id_or_name, lock=True)
+    _check_if_match(limit, if_match)
+    _revoke_leases_of(limit.id)
+    limit.delete_instance()
+
+
+def _revoke_leases_of(limit_id):
+    execute(
+        "DELETE FROM lease WHERE id IN (SELECT lease_id FROM lease_limit WHERE limit_id = ?)",
+        (limit_id,),
+    )
+    execute("DELETE FROM lease_limit WHERE limit_id = ?", (limit_id,))
+
+
+def _reset(limit):
+    """Revoke the limit's leases and clear its rate-limit and denied occupancy."""
+    now = time.time()
+    _revoke_leases_of(limit.id)
+    limit.decay_occupancy, limit.decay_updated = 0.0, now
+    limit.denied, limit.denied_updated = 0.0, now
+    limit.updated = now
+
+
+@transactional
+def reset(id_or_name):
+    limit = find(id_or_name, lock=True)
+    _reset(limit)
+    limit.save()
+    return with_runtime([limit])[0]
+
+
+def list_limits(offset=0, limit=200, names=None, name_prefix=None, active=None):
+    query = ConcurrencyLimit.select().order_by(ConcurrencyLimit.name)
+    if names is not None:
+        query = query.where(ConcurrencyLimit.name.in_(names))
+    if name_prefix:
+        query = query.where(peewee.fn.SUBSTR(ConcurrencyLimit.name, 1, len(name_prefix)) == name_prefix)
+    if active is not None:
+        query = query.where(ConcurrencyLimit.active == active)
+    return with_runtime(list(query.offset(offset).limit(limit)))

@@ -1,0 +1,78 @@
+"""Server settings: defaults, overridden by GCL_* environment variables, overridden by explicit config."""
+
+import os
+
+DEFAULTS = {
+    "DATABASE_URL": None,  # None: sqlite file under DATA_DIR
+    "DATA_DIR": "data",
+    "API_KEYS": "",  # "key1,key2:read,key3:acquire"
+    "LEASE_DEFAULT_SECONDS": 300.0,
+    "LEASE_MIN_SECONDS": 60.0,
+    "LEASE_MAX_SECONDS": 86400.0,
+    "UNLEASED_TTL_SECONDS": 86400.0,
+    "SWEEP_INTERVAL_SECONDS": 1.0,
+    "SWEEPER": True,
+    "MAX_WAIT_SECONDS": 30.0,
+    "MAX_WAITERS": 1000,
+    "MAX_CONTENT_LENGTH": 1024 * 1024,
+}
+
+# setting -> (environment variable, parser)
+ENVIRONMENT = {
+    "DATABASE_URL": ("DATABASE_URL", str),
+    "DATA_DIR": ("GCL_DATA_DIR", str),
+    "API_KEYS": ("GCL_API_KEYS", str),
+    "LEASE_MIN_SECONDS": ("GCL_LEASE_MIN_SECONDS", float),
+    "UNLEASED_TTL_SECONDS": ("GCL_UNLEASED_TTL_SECONDS", float),
+    "SWEEP_INTERVAL_SECONDS": ("GCL_SWEEP_INTERVAL_SECONDS", float),
+    "SWEEPER": ("GCL_SWEEPER", lambda v: v.lower() not in ("0", "false", "no", "off")),
+    "MAX_WAIT_SECONDS": ("GCL_MAX_WAIT_SECONDS", float),
+    "MAX_WAITERS": ("GCL_MAX_WAITERS", int),
+}
+
+
+class SettingsError(ValueError):
+    """A setting from the environment could not be parsed."""
+
+
+def load(explicit=None, environ=None):
+    """Return the settings dict: defaults < environment < explicit."""
+    environ = os.environ if environ is None else environ
+    settings = dict(DEFAULTS)
+    for key, (var, parse) in ENVIRONMENT.items():
+        raw = environ.get(var)
+        if raw is None or raw == "":
+            continue
+        try:
+            settings[key] = parse(raw)
+        except ValueError as exc:
+            raise SettingsError(f"{var}={raw!r} is not valid: {exc}") from exc
+    settings.update(explicit or {})
+    if not settings["DATABASE_URL"]:
+        settings["DATABASE_URL"] = default_database_url(settings["DATA_DIR"])
+    settings["API_KEYS"] = parse_api_keys(settings["API_KEYS"])
+    return settings
+
+
+def default_database_url(data_dir):
+    return f"sqlite:///{os.path.abspath(os.path.join(data_dir, 'gcl.db'))}"
+
+
+SCOPES = ("read", "acquire", "admin")
+
+
+def parse_api_keys(value):
+    """Parse "key[:scope],..." into {key: scope}; a dict passes through."""
+    if isinstance(value, dict):
+        return dict(value)
+    keys = {}
+    for item in (value or "").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        key, _, scope = item.partition(":")
+        scope = scope or "admin"
+        if scope not in SCOPES:
+            raise SettingsError(f"GCL_API_KEYS: unknown scope {scope!r} (use one of {', '.join(SCOPES)})")
+        keys[key] = scope
+    return keys

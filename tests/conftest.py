@@ -1,0 +1,139 @@
+"""Shared fixtures: an in-process app (`app`, `client`) and real gunicorn servers (`server_factory`, `live_server`)."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    """A real control plane under gunicorn, the way `make run` starts it, on a free loopback port."""
+
+    def __init__(self, data_dir, workers=2, env=None, database_url=None):
+        self.data_dir = Path(data_dir)
+        self.workers = workers
+        self.port = free_port()
+        self.database_url = database_url or f"sqlite:///{self.data_dir / 'gcl.db'}"
+        self.env = {
+            "GCL_HOST": "127.0.0.1",
+            "GCL_PORT": str(self.port),
+            "GCL_WORKERS": str(workers),
+            "DATABASE_URL": self.database_url,
+            "GCL_LEASE_MIN_SECONDS": "1",
+            "GCL_SWEEP_INTERVAL_SECONDS": "0.2",
+            "GCL_LOG_LEVEL": "warning",
+            **(env or {}),
+        }
+        self.proc = None
+        self.log_path = self.data_dir / f"server-{self.port}.log"
+
+    @property
+    def root(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def url(self):
+        return f"{self.root}/api"
+
+    @property
+    def limits_url(self):
+        return f"{self.url}/v2/concurrency_limits"
+
+    def start(self, timeout=30):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GCL_")}
+        env.update(self.env)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the server's lifetime
+        self.proc = subprocess.Popen(
+            [str(BIN / "gunicorn"), "-c", str(ROOT / "api" / "gunicorn.conf.py")],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log_path.read_text()[-3000:]}")
+            try:
+                if requests.get(f"{self.url}/ready", timeout=1).status_code == 200:
+                    return self
+            except requests.RequestException:
+                pass
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"server not ready after {timeout}s:\n{self.log_path.read_text()[-3000:]}")
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        try:
+            os.killpg(self.proc.pid, sig)
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=5)
+        except ProcessLookupError:
+            pass
+
+    def kill(self):
+        """SIGKILL the whole server (master and workers), as a crashed node."""
+        self.stop(signal.SIGKILL)
+
+    def restart(self):
+        self.stop()
+        self.port = free_port()
+        self.env["GCL_PORT"] = str(self.port)
+        return self.start()
+
+
+@pytest.fixture
+def server_factory(tmp_path):
+    """Start real servers: server_factory(workers=2, env={...}); all are stopped after the test."""
+    servers = []
+
+    def start(workers=2, env=None, database_url=None):
+        server = Server(tmp_path / f"server{len(servers)}", workers, env, database_url)
+        servers.append(server)
+        return server.start()
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory):
+    """One real server shared by a whole session (use unique limit names)."""
+    server = Server(tmp_path_factory.mktemp("live"), workers=2).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def app(tmp_path):
+    from gcl_server import create_app
+
+    return create_app({"DATABASE_URL": f"sqlite:///{tmp_path / 'gcl.db'}", "SWEEPER": False, "API_KEYS": ""})
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
