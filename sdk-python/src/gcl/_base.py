@@ -6,6 +6,7 @@ import contextlib
 import math
 import os
 import random
+import re
 import socket
 import time
 from collections.abc import Callable, Generator, Mapping, Sequence
@@ -127,6 +128,12 @@ _ERRORS: dict[int, type[APIError]] = {
     422: ValidationError,
     423: SlotsUnavailableError,
 }
+
+
+def connection_reason(exc: BaseException) -> str:
+    """A short reason for a transport failure ("[Errno 111] Connection refused", "ReadTimeout")."""
+    match = re.search(r"\[Errno -?\d+\][^'\")]*", str(exc))
+    return match.group(0).strip() if match else type(exc).__name__
 
 
 def error_from_response(resp: Response) -> APIError:

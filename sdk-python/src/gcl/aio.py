@@ -19,6 +19,7 @@ from gcl._base import (
     Request,
     Response,
     auth_headers,
+    connection_reason,
     resolve_config,
 )
 from gcl._crud import Lease, Limit
@@ -50,7 +51,7 @@ class AsyncTransport:
                 timeout=req.timeout or DEFAULT_HTTP_TIMEOUT,
             )
         except (httpx.TransportError, httpx.TimeoutException) as exc:
-            raise GCLConnectionError(f"Cannot reach {self.config.api_url}: {exc!r}") from exc
+            raise GCLConnectionError(f"Cannot reach {self.config.api_url}: {connection_reason(exc)}") from exc
         try:
             body = raw.json() if raw.content else None
         except ValueError:

@@ -17,6 +17,7 @@ from gcl._base import (
     Request,
     Response,
     auth_headers,
+    connection_reason,
     resolve_config,
 )
 from gcl._crud import Lease, Limit
@@ -42,7 +43,7 @@ class SyncTransport:
                 timeout=req.timeout or DEFAULT_HTTP_TIMEOUT,
             )
         except (requests.ConnectionError, requests.Timeout) as exc:
-            raise GCLConnectionError(f"Cannot reach {self.config.api_url}: {exc}") from exc
+            raise GCLConnectionError(f"Cannot reach {self.config.api_url}: {connection_reason(exc)}") from exc
         try:
             body = raw.json() if raw.content else None
         except ValueError:
