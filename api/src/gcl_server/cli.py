@@ -11,7 +11,7 @@ def _openapi_text():
 
     app = create_app({"DATABASE_URL": "sqlite:///" + _scratch_db(), "SWEEPER": False, "API_KEYS": ""})
     with app.app_context():
-        spec = app.extensions["flask-smorest"]["apis"][""]["spec"].to_dict()
+        spec = app.extensions["flask-smorest"]["apis"][""]["ext_obj"].spec.to_dict()
     return json.dumps(spec, indent=2, sort_keys=True) + "\n"
 
 

@@ -110,6 +110,9 @@ def _first_error(errors, path=()):
 def handle_unexpected(error):
     if isinstance(error, HTTPException):
         return handle_http_exception(error)
+    if isinstance(error, (RecursionError, UnicodeError)):
+        # The JSON decoder's own limits (absurd nesting, undecodable text): the body is bad input.
+        return envelope(400, "Bad Request", "Invalid request: the JSON body cannot be decoded.")
     log.exception("unhandled error")
     return envelope(500, InternalServerError.name, "Internal server error.")
 
@@ -118,3 +121,11 @@ def register(app):
     app.register_error_handler(GCLError, handle_domain_error)
     app.register_error_handler(HTTPException, handle_http_exception)
     app.register_error_handler(Exception, handle_unexpected)
+    app.register_error_handler(InternalServerError, _unwrap_internal)
+
+
+def _unwrap_internal(error):
+    original = getattr(error, "original_exception", None)
+    if original is not None and not isinstance(original, HTTPException):
+        return handle_unexpected(original)
+    return envelope(500, InternalServerError.name, "Internal server error.")

@@ -64,3 +64,16 @@ def slots_limit_field(**kwargs):
 
 def decay_field(**kwargs):
     return Number(validate=validate.Range(min=0, max=1e9), **kwargs)
+
+
+def validate_path_name(value):
+    """The name in a PUT path obeys the same rule as a name in a body."""
+    from ..errors import Invalid
+
+    try:
+        validate.Length(min=1, max=255)(value)
+        check_name(value)
+    except ValidationError as exc:
+        message = " ".join(exc.messages)
+        raise Invalid(f"Invalid request: name: {message}", errors={"path": {"name": exc.messages}}) from None
+    return value

@@ -5,6 +5,7 @@ from flask_smorest import Blueprint
 
 from ...services import limits as service
 from ...services import slots as engine
+from ..fields import validate_path_name
 from .schemas import (
     IfMatchSchema,
     LeaseSchema,
@@ -68,7 +69,7 @@ class Limit(MethodView):
     @blp.alt_response(412, description="If-Match does not match")
     def put(self, headers, data, id_or_name):
         """Create or replace a limit by name (idempotent)"""
-        limit, created = service.upsert(id_or_name, data, headers.get("if_match"))
+        limit, created = service.upsert(validate_path_name(id_or_name), data, headers.get("if_match"))
         return _with_etag(limit, 201 if created else 200)
 
     @blp.arguments(IfMatchSchema, location="headers")
