@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests import pg
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
@@ -28,6 +30,8 @@ class Server:
         self.data_dir = Path(data_dir)
         self.workers = workers
         self.port = free_port()
+        if database_url is None and pg.selected():  # GCL_TEST_DATABASE=postgresql: a fresh database per server
+            database_url = pg.cluster().create_database()
         self.database_url = database_url or f"sqlite:///{self.data_dir / 'gcl.db'}"
         self.env = {
             "GCL_HOST": "127.0.0.1",
@@ -127,11 +131,27 @@ def live_server(tmp_path_factory):
     server.stop()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _postgres_cluster():
+    """Stops the test PostgreSQL (started on first use when GCL_TEST_DATABASE=postgresql) after the session."""
+    yield
+    pg.stop_cluster()
+
+
 @pytest.fixture
 def app(tmp_path):
     from gcl_server import create_app
+    from gcl_server.database import db
 
-    return create_app({"DATABASE_URL": f"sqlite:///{tmp_path / 'gcl.db'}", "SWEEPER": False, "API_KEYS": ""})
+    if not pg.selected():
+        yield create_app({"DATABASE_URL": f"sqlite:///{tmp_path / 'gcl.db'}", "SWEEPER": False, "API_KEYS": ""})
+        return
+    url = pg.cluster().create_database()
+    app = create_app({"DATABASE_URL": url, "SWEEPER": False, "API_KEYS": ""})
+    database = db.obj
+    yield app
+    database.close_all()
+    pg.cluster().release_database(url)
 
 
 @pytest.fixture

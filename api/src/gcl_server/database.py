@@ -58,9 +58,26 @@ class PostgresDialect(Dialect):
     def next_token_sql(self):
         return "SELECT nextval('gcl_fencing_token')"
 
+    # serialization_failure, deadlock_detected, lock_not_available: the transaction was rolled
+    # back as a whole, so running it again is safe. Anything else (a lost connection above all:
+    # its COMMIT may have landed) is not retried.
+    retryable_codes = frozenset(("40001", "40P01", "55P03"))
+
     def is_retryable(self, exc):
-        code = getattr(getattr(exc, "orig", None) or exc.__cause__ or exc, "pgcode", None)
-        return code in ("40001", "40P01", "55P03")
+        return pgcode(exc) in self.retryable_codes
+
+
+def pgcode(exc):
+    """The SQLSTATE of a psycopg2 error, also when peewee wrapped it (the original is args[0] and __context__)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        code = getattr(exc, "pgcode", None)
+        if code:
+            return code
+        inner = exc.args[0] if exc.args and isinstance(exc.args[0], BaseException) else None
+        exc = getattr(exc, "orig", None) or inner or exc.__cause__ or exc.__context__
+    return None
 
 
 def open_database(url=None):
