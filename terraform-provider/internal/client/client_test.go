@@ -174,8 +174,12 @@ func TestRetriesTransportErrors(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if hits.Add(1) == 1 {
 			// Drop the connection without an answer: a transport error for the client.
-			conn, _, err := w.(http.Hijacker).Hijack()
-			if err == nil {
+			hijacker, ok := w.(http.Hijacker)
+			if !ok {
+				t.Error("response writer cannot hijack")
+				return
+			}
+			if conn, _, err := hijacker.Hijack(); err == nil {
 				_ = conn.Close()
 			}
 			return

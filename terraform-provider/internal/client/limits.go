@@ -93,10 +93,14 @@ func looksLikeUUID(s string) bool {
 				return false
 			}
 		default:
-			if !('0' <= r && r <= '9' || 'a' <= r && r <= 'f' || 'A' <= r && r <= 'F') {
+			if !isHexDigit(r) {
 				return false
 			}
 		}
 	}
 	return true
+}
+
+func isHexDigit(r rune) bool {
+	return '0' <= r && r <= '9' || 'a' <= r && r <= 'f' || 'A' <= r && r <= 'F'
 }

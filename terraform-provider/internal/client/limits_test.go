@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -42,23 +44,25 @@ func (f *fakeServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.requests = append(f.requests, r.Method+" "+r.URL.EscapedPath())
+	raw, _ := io.ReadAll(r.Body)
 	var body map[string]any
-	if r.Body != nil {
-		_ = json.NewDecoder(r.Body).Decode(&body)
+	var spec LimitSpec
+	if len(raw) > 0 {
+		_ = json.Unmarshal(raw, &body)
+		_ = json.Unmarshal(raw, &spec)
 	}
 	f.bodies = append(f.bodies, body)
 	const prefix = "/api/v2/concurrency_limits/"
 	key := r.URL.Path[len(prefix):]
 	switch {
 	case r.Method == http.MethodPost && key == "":
-		name, _ := body["name"].(string)
-		if f.find(name) != nil {
+		if f.find(spec.Name) != nil {
 			writeJSON(w, http.StatusConflict, map[string]any{"message": "exists"})
 			return
 		}
-		l := &Limit{ID: "00000000-0000-4000-8000-00000000000" + string(rune('0'+len(f.byID))), Name: name,
-			Limit: int64(body["limit"].(float64)), Active: body["active"].(bool),
-			SlotDecayPerSecond: body["slot_decay_per_second"].(float64), Created: "t0", Updated: "t0"}
+		l := &Limit{ID: fmt.Sprintf("00000000-0000-4000-8000-%012d", len(f.byID)+1), Name: spec.Name,
+			Limit: spec.Limit, Active: spec.Active, SlotDecayPerSecond: spec.SlotDecayPerSecond,
+			Created: "t0", Updated: "t0"}
 		f.byID[l.ID] = l
 		writeJSON(w, http.StatusCreated, l)
 	case r.Method == http.MethodGet:
@@ -73,7 +77,7 @@ func (f *fakeServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			writeJSON(w, http.StatusNotFound, map[string]any{"message": "not found"})
 			return
 		}
-		l.Name, l.Limit, l.Updated = body["name"].(string), int64(body["limit"].(float64)), "t1"
+		l.Name, l.Limit, l.Updated = spec.Name, spec.Limit, "t1"
 		w.WriteHeader(http.StatusNoContent)
 	case r.Method == http.MethodDelete:
 		l := f.find(key)
