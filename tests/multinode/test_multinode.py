@@ -1,0 +1,135 @@
+"""Several gunicorn nodes on one PostgreSQL: limits hold exactly across the fleet, and a crashed node loses nothing."""
+
+import multiprocessing
+import time
+import uuid
+from concurrent.futures import ProcessPoolExecutor
+from datetime import datetime
+
+import requests
+
+from .clients import DECREMENT, INCREMENT, max_overlap, run_client
+
+PROCESSES = 4
+THREADS = 4
+ROUNDS = 12
+LEASE = 2.0
+# Expiry is by timestamp at admission, so a slot is back at its lease's expiry; the margin covers HTTP and polling.
+EXPIRY_MARGIN = 0.75
+
+
+def start_nodes(server_factory, pg_url, count=2):
+    return [server_factory(workers=2, database_url=pg_url) for _ in range(count)]
+
+
+def create_limit(node, name, limit):
+    response = requests.post(node.limits_url + "/", json={"name": name, "limit": limit}, timeout=10)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def active_slots(node, name):
+    response = requests.get(f"{node.limits_url}/{name}", timeout=10)
+    assert response.status_code == 200, response.text
+    return response.json()["active_slots"]
+
+
+def test_limits_hold_exactly_across_nodes(pg_url, server_factory):
+    nodes = start_nodes(server_factory, pg_url)
+    prefix = uuid.uuid4().hex[:8]
+    limits = {f"{prefix}-a": 2, f"{prefix}-b": 3, f"{prefix}-c": 1}
+    a, b, c = limits
+    for name, limit in limits.items():
+        create_limit(nodes[0], name, limit)
+    # Overlapping multi-name sets: all-or-nothing acquisition that must neither over-admit nor deadlock.
+    name_sets = [[a], [b], [a, b], [b, c], [c, a], [a, b, c]]
+    roots = [node.root for node in nodes]
+
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(PROCESSES, mp_context=ctx) as pool:
+        futures = [pool.submit(run_client, seed, roots, name_sets, THREADS, ROUNDS) for seed in range(PROCESSES)]
+        records = [future.result(timeout=240) for future in futures]
+
+    holds = [hold for record in records for hold in record["holds"]]
+    statuses = [status for record in records for status in record["statuses"]]
+    errors = [error for record in records for error in record["errors"]]
+    assert errors == []
+    assert len(holds) == PROCESSES * THREADS * ROUNDS
+    assert not [s for s in statuses if s >= 500]
+    assert set(statuses) <= {200, 204, 423}
+    assert statuses.count(423) > 0, "no contention: the test did not race"
+    for name, limit in limits.items():
+        assert max_overlap(holds, name) == limit, name
+    for node in nodes:
+        for name in limits:
+            assert active_slots(node, name) == 0
+
+
+def _acquire(node, name, lease=LEASE):
+    response = requests.post(
+        node.root + INCREMENT, json={"names": [name], "slots": 1, "lease_duration": lease}, timeout=10
+    )
+    return response
+
+
+def _expires(grant):
+    return datetime.fromisoformat(grant["expires"].replace("Z", "+00:00")).timestamp()
+
+
+def test_killed_node_leases_expire_on_time_and_nothing_else_is_lost(pg_url, server_factory):
+    doomed, survivor = start_nodes(server_factory, pg_url)
+    name = f"{uuid.uuid4().hex[:8]}-crash"
+    create_limit(survivor, name, 4)
+    # Two clients hold through the node that will crash, two through the survivor; the limit is full.
+    lost = [_acquire(doomed, name) for _ in range(2)]
+    kept = [_acquire(survivor, name) for _ in range(2)]
+    assert [r.status_code for r in lost + kept] == [200] * 4
+    expiries = sorted(_expires(r.json()) for r in lost)
+    kept_ids = {r.json()["lease_id"] for r in kept}
+
+    doomed.kill()
+    assert doomed.proc.poll() is not None
+    assert active_slots(survivor, name) == 4
+    assert _acquire(survivor, name).status_code == 423
+
+    samples = []  # (sent, received, active_slots) seen through the survivor
+    last_renew = 0.0
+    deadline = expiries[-1] + LEASE + 5
+    while time.time() < deadline and (not samples or samples[-1][2] > 2):
+        now = time.time()
+        if now - last_renew >= 0.5:  # the survivor's clients keep renewing, as a lease keeper does
+            for lease_id in kept_ids:
+                renewed = requests.post(
+                    f"{survivor.limits_url}/leases/{lease_id}/renew", json={"lease_duration": LEASE}, timeout=10
+                )
+                assert renewed.status_code == 204, renewed.text
+            last_renew = now
+        sent = time.time()
+        slots = active_slots(survivor, name)
+        samples.append((sent, time.time(), slots))
+        time.sleep(0.02)
+    seen = [slots for _, _, slots in samples]
+    assert seen[-1] == 2, "the crashed node's leases never expired"
+    assert seen == sorted(seen, reverse=True) and set(seen) <= {2, 3, 4}
+    for i, expiry in enumerate(expiries):
+        sent, received, _ = next(s for s in samples if s[2] <= 2 + len(expiries) - i - 1)
+        # Not early (fair to the crashed node's holders), and on time (no waiting for a sweep or for that node).
+        assert received >= expiry - 0.05
+        assert sent <= expiry + EXPIRY_MARGIN
+
+    listed = requests.get(f"{survivor.limits_url}/{name}/leases", timeout=10)
+    assert listed.status_code == 200
+    assert {lease["lease_id"] for lease in listed.json()} == kept_ids
+    # The freed slots are usable again, and the survivor's own leases are still live and renewable.
+    again = [_acquire(survivor, name) for _ in range(2)]
+    assert [r.status_code for r in again] == [200, 200]
+    assert _acquire(survivor, name).status_code == 423
+    for lease_id in kept_ids:
+        renewed = requests.post(
+            f"{survivor.limits_url}/leases/{lease_id}/renew", json={"lease_duration": LEASE}, timeout=10
+        )
+        assert renewed.status_code == 204
+    for lease_id in kept_ids | {r.json()["lease_id"] for r in again}:
+        released = requests.post(survivor.root + DECREMENT, json={"lease_id": lease_id}, timeout=10)
+        assert released.status_code == 204
+    assert active_slots(survivor, name) == 0
