@@ -248,6 +248,7 @@ def acquire_flow(
     """Poll until the slots are granted; ``timeout_seconds`` bounds the whole wait."""
     deadline = None if spec.timeout_seconds is None else clock() + spec.timeout_seconds
     denied = failures = 0
+    last_attempt = False
 
     def remaining() -> float | None:
         return None if deadline is None else deadline - clock()
@@ -290,9 +291,10 @@ def acquire_flow(
             )
         delay, left = jittered(parse_retry_after(resp.headers.get("retry-after")), rand), remaining()
         if left is not None:
-            if left <= DEADLINE_MARGIN_SECONDS:
+            if last_attempt or left <= DEADLINE_MARGIN_SECONDS:
                 raise timed_out()
-            delay = min(delay, left - DEADLINE_MARGIN_SECONDS)
+            if delay >= left - DEADLINE_MARGIN_SECONDS:  # one last try just before the deadline
+                delay, last_attempt = left - DEADLINE_MARGIN_SECONDS, True
         yield Sleep(delay)
 
 
