@@ -1,0 +1,307 @@
+"""concurrency() against a live server: sync and asyncio twins of every behaviour."""
+
+import asyncio
+import threading
+import time
+
+import gcl
+import pytest
+from gcl import asyncio as gasync
+from gcl import sync as gsync
+
+from .conftest import ghost, wait_for
+
+pytestmark = [pytest.mark.usefixtures("gcl_env"), pytest.mark.timeout(60)]
+
+
+def slots(admin, name):
+    return admin.read(name).active_slots
+
+
+# ---------------------------------------------------------------- acquire / release
+
+
+def test_acquire_release_sync(admin, make_limit):
+    name = make_limit(limit=2)
+    with gsync.concurrency(name) as held:
+        assert slots(admin, name) == 1
+        [lease] = admin.leases(name)
+        assert lease.lease_id == held.lease_id and lease.holder["type"] == "process"
+        assert held.fencing_token == lease.fencing_token
+    assert slots(admin, name) == 0 and admin.leases(name) == []
+
+
+def test_acquire_release_async(admin, make_limit):
+    name = make_limit(limit=2)
+
+    async def main():
+        async with gasync.concurrency(name, holder={"type": "job", "id": "j-1"}) as held:
+            [lease] = admin.leases(name)
+            return slots(admin, name), lease.holder, held.lease_id == lease.lease_id
+
+    assert asyncio.run(main()) == (1, {"type": "job", "id": "j-1"}, True)
+    assert slots(admin, name) == 0 and admin.leases(name) == []
+
+
+def test_occupy_many_sync(admin, make_limit):
+    name = make_limit(limit=5)
+    with gsync.concurrency(name, occupy=3):
+        assert slots(admin, name) == 3
+        with (
+            pytest.raises(gcl.AcquireConcurrencySlotTimeoutError),
+            gsync.concurrency(name, occupy=3, timeout_seconds=0.3),
+        ):
+            pass
+    assert slots(admin, name) == 0
+
+
+def test_occupy_many_async(admin, make_limit):
+    name = make_limit(limit=5)
+
+    async def main():
+        async with gasync.concurrency(name, occupy=3):
+            assert slots(admin, name) == 3
+            with pytest.raises(gcl.AcquireConcurrencySlotTimeoutError):
+                async with gasync.concurrency(name, occupy=3, timeout_seconds=0.3):
+                    pass
+
+    asyncio.run(main())
+    assert slots(admin, name) == 0
+
+
+def test_multi_name_all_or_nothing_sync(admin, make_limit):
+    a, b = make_limit(limit=1), make_limit(limit=1)
+    with gsync.concurrency([a, b]):
+        assert (slots(admin, a), slots(admin, b)) == (1, 1)
+    with gsync.concurrency(b):
+        with pytest.raises(gcl.AcquireConcurrencySlotTimeoutError), gsync.concurrency([a, b], timeout_seconds=0.3):
+            pass
+        assert slots(admin, a) == 0  # nothing taken on a while b was full
+    assert (slots(admin, a), slots(admin, b)) == (0, 0)
+
+
+def test_multi_name_all_or_nothing_async(admin, make_limit):
+    a, b = make_limit(limit=1), make_limit(limit=1)
+
+    async def main():
+        async with gasync.concurrency([a, b]):
+            assert (slots(admin, a), slots(admin, b)) == (1, 1)
+        async with gasync.concurrency(b):
+            with pytest.raises(gcl.AcquireConcurrencySlotTimeoutError):
+                async with gasync.concurrency([a, b], timeout_seconds=0.3):
+                    pass
+            assert slots(admin, a) == 0
+
+    asyncio.run(main())
+    assert (slots(admin, a), slots(admin, b)) == (0, 0)
+
+
+# ---------------------------------------------------------------- waiting
+
+
+def test_waits_on_423_then_succeeds_sync(admin, make_limit):
+    name = make_limit(limit=1)
+    got = threading.Event()
+
+    def waiter():
+        with gsync.concurrency(name, timeout_seconds=20):
+            got.set()
+
+    with gsync.concurrency(name):
+        thread = threading.Thread(target=waiter)
+        thread.start()
+        assert wait_for(lambda: admin.read(name).denied_slots > 0)  # the waiter was refused at least once
+        assert not got.is_set()
+    assert got.wait(10)
+    thread.join(10)
+    assert slots(admin, name) == 0
+
+
+def test_waits_on_423_then_succeeds_async(admin, make_limit):
+    name = make_limit(limit=1)
+
+    async def main():
+        got = asyncio.Event()
+
+        async def waiter():
+            async with gasync.concurrency(name, timeout_seconds=20):
+                got.set()
+
+        async with gasync.concurrency(name):
+            task = asyncio.create_task(waiter())
+            while admin.read(name).denied_slots == 0:
+                await asyncio.sleep(0.02)
+            assert not got.is_set()
+        await asyncio.wait_for(task, 10)
+        return got.is_set()
+
+    assert asyncio.run(main())
+    assert slots(admin, name) == 0
+
+
+def test_timeout_includes_queueing_sync(admin, make_limit):
+    name = make_limit(limit=1)
+    with gsync.concurrency(name):
+        start = time.monotonic()
+        with (
+            pytest.raises(gcl.AcquireConcurrencySlotTimeoutError) as info,
+            gsync.concurrency(name, timeout_seconds=1.0),
+        ):
+            pass
+        elapsed = time.monotonic() - start
+    assert isinstance(info.value, TimeoutError)
+    assert 0.9 <= elapsed <= 1.6
+
+
+def test_timeout_includes_queueing_async(admin, make_limit):
+    name = make_limit(limit=1)
+
+    async def main():
+        async with gasync.concurrency(name):
+            start = time.monotonic()
+            with pytest.raises(gcl.AcquireConcurrencySlotTimeoutError):
+                async with gasync.concurrency(name, timeout_seconds=1.0):
+                    pass
+            return time.monotonic() - start
+
+    assert 0.9 <= asyncio.run(main()) <= 1.6
+
+
+def test_max_retries_sync(admin, make_limit):
+    name = make_limit(limit=1)
+    with (
+        gsync.concurrency(name),
+        pytest.raises(gcl.ConcurrencySlotAcquisitionError, match="after 1 retries") as info,
+        gsync.concurrency(name, max_retries=1),
+    ):
+        pass
+    assert not isinstance(info.value, TimeoutError)
+
+
+def test_max_retries_async(admin, make_limit):
+    name = make_limit(limit=1)
+
+    async def main():
+        async with gasync.concurrency(name):
+            with pytest.raises(gcl.ConcurrencySlotAcquisitionError, match="after 1 retries"):
+                async with gasync.concurrency(name, max_retries=1):
+                    pass
+
+    asyncio.run(main())
+
+
+# ---------------------------------------------------------------- missing and inactive limits
+
+
+def test_missing_warns_or_raises_sync(admin, make_limit):
+    name, missing = make_limit(limit=1), ghost()
+    with pytest.warns(gcl.MissingLimitWarning, match=missing), gsync.concurrency(missing):
+        pass
+    with pytest.warns(gcl.MissingLimitWarning, match=missing) as record, gsync.concurrency([name, missing]):
+        assert slots(admin, name) == 1
+    assert name not in str(record[0].message)
+    with (
+        pytest.raises(gcl.ConcurrencySlotAcquisitionError, match=missing),
+        gsync.concurrency([name, missing], strict=True),
+    ):
+        pytest.fail("body must not run")
+    assert slots(admin, name) == 0 and admin.leases(name) == []
+
+
+def test_missing_warns_or_raises_async(admin, make_limit):
+    name, missing = make_limit(limit=1), ghost()
+
+    async def main():
+        with pytest.warns(gcl.MissingLimitWarning, match=missing):
+            async with gasync.concurrency(missing):
+                pass
+        with pytest.warns(gcl.MissingLimitWarning, match=missing):
+            async with gasync.concurrency([name, missing]):
+                assert slots(admin, name) == 1
+        with pytest.raises(gcl.ConcurrencySlotAcquisitionError, match=missing):
+            async with gasync.concurrency([name, missing], strict=True):
+                pytest.fail("body must not run")
+
+    asyncio.run(main())
+    assert slots(admin, name) == 0 and admin.leases(name) == []
+
+
+def test_inactive_limit_never_blocks_sync(admin, make_limit):
+    name = make_limit(limit=1, active=False)
+    with gsync.concurrency(name, timeout_seconds=2), gsync.concurrency(name, timeout_seconds=2):
+        assert slots(admin, name) == 0
+
+
+def test_inactive_limit_never_blocks_async(admin, make_limit):
+    name = make_limit(limit=1, active=False)
+
+    async def main():
+        async with gasync.concurrency(name, timeout_seconds=2), gasync.concurrency(name, timeout_seconds=2):
+            return slots(admin, name)
+
+    assert asyncio.run(main()) == 0
+
+
+# ---------------------------------------------------------------- release on every exit path
+
+
+def test_release_on_exception_and_keyboard_interrupt_sync(admin, make_limit):
+    name = make_limit(limit=1)
+    for exc in (ValueError("boom"), KeyboardInterrupt()):
+        with pytest.raises(type(exc)), gsync.concurrency(name):
+            raise exc
+        assert slots(admin, name) == 0
+
+
+def test_release_on_exception_and_cancellation_async(admin, make_limit):
+    name = make_limit(limit=1)
+
+    async def main():
+        with pytest.raises(ValueError):
+            async with gasync.concurrency(name):
+                raise ValueError("boom")
+        assert slots(admin, name) == 0
+        inside = asyncio.Event()
+
+        async def body():
+            async with gasync.concurrency(name):
+                inside.set()
+                await asyncio.sleep(30)
+
+        task = asyncio.create_task(body())
+        await asyncio.wait_for(inside.wait(), 10)
+        assert slots(admin, name) == 1
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert slots(admin, name) == 0
+        # Cancelled while waiting for a slot: nothing is left behind either.
+        async with gasync.concurrency(name):
+            waiter = asyncio.create_task(body())
+            while admin.read(name).denied_slots == 0:
+                await asyncio.sleep(0.02)
+            waiter.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiter
+        assert slots(admin, name) == 0
+
+    asyncio.run(main())
+    assert admin.leases(name) == []
+
+
+def test_explicit_client_and_config_precedence(live_server, admin, make_limit, monkeypatch):
+    name = make_limit(limit=1)
+    monkeypatch.setenv("GCL_API_URL", "http://127.0.0.1:9/api")  # nothing listens: env must lose
+    with gcl.Client(live_server.url) as client, gsync.concurrency(name, client=client):
+        assert slots(admin, name) == 1
+    with gsync.concurrency(name, api_url=live_server.url):
+        assert slots(admin, name) == 1
+    # The env URL is unreachable: connection errors are retried until the timeout.
+    with pytest.raises(gcl.AcquireConcurrencySlotTimeoutError), gsync.concurrency(name, timeout_seconds=0.5):
+        pass
+
+    async def main():
+        async with gcl.AsyncClient(live_server.url) as client, gasync.concurrency(name, client=client):
+            return slots(admin, name)
+
+    assert asyncio.run(main()) == 1
