@@ -92,7 +92,7 @@ func startControlPlane(dir, apiKey string) (*controlPlane, error) {
 	go func() { cp.done <- cp.cmd.Wait() }()
 
 	if err := cp.waitReady(30 * time.Second); err != nil {
-		cp.stop()
+		_ = cp.stop()
 		return nil, fmt.Errorf("%w\n--- server log (%s) ---\n%s", err, cp.logPath, cp.logTail())
 	}
 	return cp, nil
@@ -127,23 +127,26 @@ func (cp *controlPlane) waitReady(timeout time.Duration) error {
 	return fmt.Errorf("control plane at %s not ready after %v", cp.endpoint, timeout)
 }
 
-// stop terminates the whole process group (master and workers), escalating to SIGKILL.
-func (cp *controlPlane) stop() {
+// stop terminates the whole process group (master and workers), escalating to SIGKILL, and
+// returns the master's exit error (nil after a clean SIGTERM shutdown).
+func (cp *controlPlane) stop() error {
 	if cp == nil || cp.cmd == nil || cp.cmd.Process == nil {
-		return
+		return nil
 	}
 	pgid := cp.cmd.Process.Pid
 	_ = syscall.Kill(-pgid, syscall.SIGTERM)
+	var exitErr error
 	select {
-	case <-cp.done:
+	case exitErr = <-cp.done:
 	case <-time.After(15 * time.Second):
 		_ = syscall.Kill(-pgid, syscall.SIGKILL)
-		<-cp.done
+		exitErr = <-cp.done
 	}
 	// Workers that outlived the master would still hold the group: make sure none is left.
 	if err := syscall.Kill(-pgid, 0); err == nil || !errors.Is(err, syscall.ESRCH) {
 		_ = syscall.Kill(-pgid, syscall.SIGKILL)
 	}
+	return exitErr
 }
 
 func (cp *controlPlane) logTail() string {

@@ -60,7 +60,7 @@ func runTests(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "starting control plane:", err)
 		return 1
 	}
-	defer accServer.stop()
+	defer stopControlPlane(accServer)
 	authDir, err := os.MkdirTemp(dir, "auth-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -70,8 +70,14 @@ func runTests(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "starting control plane with API keys:", err)
 		return 1
 	}
-	defer accAuthServer.stop()
+	defer stopControlPlane(accAuthServer)
 	return m.Run()
+}
+
+func stopControlPlane(cp *controlPlane) {
+	if err := cp.stop(); err != nil {
+		fmt.Fprintf(os.Stderr, "control plane at %s did not shut down cleanly: %v\n", cp.endpoint, err)
+	}
 }
 
 // testAccConfig prefixes body with the provider requirements and a provider block for endpoint.
@@ -288,4 +294,8 @@ resource "prefect_global_concurrency_limit" "x" {
 			},
 		},
 	})
+}
+
+func clientSpec(name string, limit int64) client.LimitSpec {
+	return client.LimitSpec{Name: name, Limit: limit, Active: true}
 }
