@@ -1,0 +1,94 @@
+"""`make bench`: run the GCL benchmark suite against real gunicorn servers and write tests/bench/results/.
+
+.venv/bin/python -m tests.bench [--quick] [--only NAME[,NAME]] [--duration S] [--backends sqlite,postgresql]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import traceback
+from datetime import UTC, datetime
+from pathlib import Path
+
+from tests.bench import report
+from tests.bench.harness import Backends, machine
+from tests.bench.scenarios import SCENARIOS, Context
+
+RESULTS = Path(__file__).resolve().parent / "results"
+# PostgreSQL runs the same scenarios but for the 10 000-limit scale test (SQLite is the targeted default).
+PG_SCENARIOS = ("uncontended", "contended", "mixed", "rate", "waiters")
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="short smoke run (shorter durations, fewer cycles)")
+    parser.add_argument("--only", default="", help=f"comma-separated scenarios: {', '.join(SCENARIOS)}")
+    parser.add_argument("--duration", type=float, default=None, help="seconds per contended run (20; 10 with --quick)")
+    parser.add_argument("--rate-duration", type=float, default=None, help="seconds per rate/mixed run (10; 5 quick)")
+    parser.add_argument("--backends", default="sqlite,postgresql", help="sqlite,postgresql (PostgreSQL if available)")
+    parser.add_argument("--output", default=str(RESULTS), help="results directory")
+    args = parser.parse_args(argv)
+
+    only = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = [s for s in only if s not in SCENARIOS]
+    if unknown:
+        parser.error(f"unknown scenario(s) {unknown}; choose from {list(SCENARIOS)}")
+    duration = args.duration or (10.0 if args.quick else 20.0)
+    rate_duration = args.rate_duration or (5.0 if args.quick else 10.0)
+
+    started = time.perf_counter()
+    data = {
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+        "argv": argv,
+        "quick": args.quick,
+        "machine": machine(),
+        "notes": [],
+        "runs": {},
+    }
+    backends = Backends([b.strip() for b in args.backends.split(",") if b.strip()])
+    try:
+        available = backends.available()
+        if backends.pg_error:
+            data["notes"].append(f"PostgreSQL not run: {backends.pg_error}")
+            print(f"PostgreSQL not available: {backends.pg_error}", flush=True)
+        for backend in available:
+            run = data["runs"].setdefault(backend, {})
+            for name, fn in SCENARIOS.items():
+                if only and name not in only:
+                    continue
+                if backend != "sqlite" and name not in PG_SCENARIOS:
+                    continue
+                print(f"[{backend}] {name} ...", flush=True)
+                t0 = time.perf_counter()
+                ctx = Context(backends, backend, args.quick, duration, rate_duration, log=_log)
+                try:
+                    run[name] = fn(ctx)
+                except Exception as exc:  # noqa: BLE001 - one failed scenario must not lose the others
+                    traceback.print_exc()
+                    run[name] = {"error": f"{type(exc).__name__}: {exc}"[:500]}
+                run[name]["elapsed_s"] = round(time.perf_counter() - t0, 1)
+                print(f"[{backend}] {name} done in {run[name]['elapsed_s']} s", flush=True)
+    finally:
+        backends.close()
+    data["elapsed_s"] = round(time.perf_counter() - started, 1)
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(data, indent=2) + "\n")
+    (out / "RESULTS.md").write_text(report.markdown(data))
+    print(f"wrote {out / 'results.json'} and {out / 'RESULTS.md'} ({data['elapsed_s']} s)")
+    misses = [(b, r) for b, run in data["runs"].items() for r in report.targets(run) if r[4] is False]
+    for backend, row in misses:
+        print(f"  miss [{backend}] {row[0]} ({row[1]}): {row[2]} (target {row[3]})")
+    return 0
+
+
+def _log(msg):
+    print(msg, flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

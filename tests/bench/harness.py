@@ -1,0 +1,255 @@
+"""Benchmark plumbing: servers, HTTP helpers, statistics, machine description."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import platform
+import random
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+from tests.conftest import Server
+
+LEASE_SECONDS = 60  # the API minimum without test overrides; cycles are far shorter
+
+
+# --------------------------------------------------------------------------------------------------- servers
+
+
+class Backends:
+    """SQLite always; PostgreSQL from tests/pg.py when its binaries are on the machine."""
+
+    def __init__(self, wanted):
+        self.wanted = wanted
+        self.pg_error = None
+        self._cluster = None
+
+    def available(self):
+        names = []
+        for name in self.wanted:
+            if name == "sqlite":
+                names.append(name)
+            elif name == "postgresql":
+                try:
+                    self._pg()
+                    names.append(name)
+                except Exception as exc:  # noqa: BLE001 - reported, the run goes on with SQLite
+                    self.pg_error = f"{type(exc).__name__}: {exc}"
+        return names
+
+    def _pg(self):
+        from tests import pg
+
+        if self._cluster is None:
+            self._cluster = pg.cluster()
+        return self._cluster
+
+    @contextlib.contextmanager
+    def server(self, backend, env=None):
+        """A fresh gunicorn server (default settings: 2 gthread workers) on a fresh database; always stopped."""
+        with tempfile.TemporaryDirectory(prefix="gcl-bench-") as tmp:
+            url = None
+            if backend == "postgresql":
+                url = self._pg().create_database()
+            server = Server(Path(tmp), workers=2, env=env, database_url=url)
+            try:
+                server.start()
+                yield server
+            finally:
+                server.stop()
+                if url is not None:
+                    with contextlib.suppress(Exception):
+                        self._pg().release_database(url)
+
+    def close(self):
+        if self._cluster is not None:
+            from tests import pg
+
+            pg.stop_cluster()
+            self._cluster = None
+
+
+# --------------------------------------------------------------------------------------------------- HTTP
+
+
+def unique(prefix):
+    return f"bench-{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def put_limit(session, limits_url, name, limit, decay=0.0):
+    resp = session.put(f"{limits_url}/{name}", json={"limit": limit, "slot_decay_per_second": decay}, timeout=30)
+    if resp.status_code not in (200, 201):
+        raise RuntimeError(f"PUT {name}: {resp.status_code} {resp.text[:300]}")
+    return resp.json()
+
+
+def probe_waiting(limits_url):
+    """True when the server accepts `wait_seconds` (server-side waiting); False when it answers 422."""
+    with requests.Session() as s:
+        name = unique("probe")
+        put_limit(s, limits_url, name, 1)
+        resp = s.post(
+            f"{limits_url}/increment-with-lease",
+            json={"names": [name], "slots": 1, "lease_duration": LEASE_SECONDS, "wait_seconds": 0.05},
+            timeout=30,
+        )
+        if resp.status_code == 200:
+            s.post(f"{limits_url}/decrement-with-lease", json={"lease_id": resp.json()["lease_id"]}, timeout=30)
+            return True
+        return False
+
+
+@dataclass
+class Acquirer:
+    """One client's acquisition loop, in one of two modes.
+
+    polling: Prefect-style; on 423 sleep `Retry-After` × uniform(1 − jitter, 1 + jitter) and ask again.
+    waiting: server-side waiting; `wait_seconds` = min(30, time left), re-issued with the `queue_ticket` on 423.
+    """
+
+    session: requests.Session
+    limits_url: str
+    mode: str  # "polling" | "waiting"
+    jitter: float = 0.2
+    requests: int = 0
+    status_5xx: int = 0
+    errors: list = field(default_factory=list)
+    rng: random.Random = field(default_factory=random.Random)
+
+    def acquire(self, names, slots=1, deadline=None, lease=True, rate_limit=False):
+        """Returns the response JSON on grant, None when `deadline` (time.monotonic) passes first."""
+        path = "increment-with-lease" if lease else "increment"
+        body = {"names": names, "slots": slots}
+        if lease:
+            body["lease_duration"] = LEASE_SECONDS
+        if rate_limit:
+            body["mode"] = "rate_limit"
+        ticket = None
+        while True:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0.001:
+                return None
+            if self.mode == "waiting":
+                body["wait_seconds"] = round(min(30.0, left if left is not None else 30.0), 3)
+                if ticket:
+                    body["queue_ticket"] = ticket
+                else:
+                    body.pop("queue_ticket", None)
+            self.requests += 1
+            try:
+                resp = self.session.post(f"{self.limits_url}/{path}", json=body, timeout=60)
+            except requests.RequestException as exc:
+                self.errors.append(f"{type(exc).__name__}: {exc}"[:200])
+                time.sleep(0.05)
+                continue
+            if resp.status_code == 200:
+                return resp.json() if lease else True
+            if resp.status_code >= 500:
+                self.status_5xx += 1
+            if resp.status_code not in (423, 503) and resp.status_code < 500:
+                raise RuntimeError(f"acquire: {resp.status_code} {resp.text[:300]}")
+            retry_after = float(resp.headers.get("Retry-After", "0.1") or 0.1)
+            if self.mode == "waiting" and resp.status_code == 423:
+                with contextlib.suppress(ValueError):
+                    ticket = resp.json().get("queue_ticket") or None
+                if ticket:
+                    continue  # keep our place: ask again at once
+            delay = retry_after * self.rng.uniform(1 - self.jitter, 1 + self.jitter)
+            if deadline is not None:
+                delay = min(delay, max(deadline - time.monotonic(), 0))
+            time.sleep(delay)
+
+    def release(self, lease_id):
+        for _ in range(20):
+            try:
+                resp = self.session.post(
+                    f"{self.limits_url}/decrement-with-lease", json={"lease_id": lease_id}, timeout=60
+                )
+            except requests.RequestException as exc:
+                self.errors.append(f"release {type(exc).__name__}: {exc}"[:200])
+                time.sleep(0.05)
+                continue
+            if resp.status_code == 204:
+                return
+            if resp.status_code >= 500:
+                self.status_5xx += 1
+                time.sleep(0.05)
+                continue
+            raise RuntimeError(f"release: {resp.status_code} {resp.text[:300]}")
+        raise RuntimeError("release failed 20 times")
+
+
+# --------------------------------------------------------------------------------------------------- statistics
+
+
+def percentile(values, q):
+    """Linear-interpolated percentile (q in 0..100) of a non-empty sequence; None when empty."""
+    if not values:
+        return None
+    xs = sorted(values)
+    pos = (len(xs) - 1) * q / 100
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+def ms(seconds):
+    return None if seconds is None else round(seconds * 1000, 3)
+
+
+def jain(counts):
+    total = sum(counts)
+    squares = sum(c * c for c in counts)
+    return (total * total) / (len(counts) * squares) if squares else None
+
+
+def max_overlap(intervals):
+    """The largest number of [start, end) intervals open at one instant."""
+    events = []
+    for start, end in intervals:
+        events.append((start, 1))
+        events.append((end, -1))
+    events.sort(key=lambda e: (e[0], e[1]))  # at equal times, exits first
+    best = cur = 0
+    for _, delta in events:
+        cur += delta
+        best = max(best, cur)
+    return best
+
+
+# --------------------------------------------------------------------------------------------------- machine
+
+
+def machine():
+    cpu = platform.processor() or ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem = None
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                mem = round(int(line.split()[1]) / 1024 / 1024, 1)
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    except OSError:
+        commit = None
+    return {
+        "nproc": len(os.sched_getaffinity(0)),
+        "cpu_count": os.cpu_count(),
+        "cpu_model": cpu,
+        "memory_gib": mem,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "git_commit": commit,
+    }

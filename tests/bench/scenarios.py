@@ -1,0 +1,614 @@
+"""The benchmark scenarios. Each takes a `Context` and returns a JSON-able dict."""
+
+from __future__ import annotations
+
+import multiprocessing
+import random
+import threading
+import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import requests
+
+from tests.bench.harness import (
+    Acquirer,
+    Backends,
+    jain,
+    max_overlap,
+    ms,
+    percentile,
+    probe_waiting,
+    put_limit,
+    unique,
+)
+
+MODES = ("polling", "waiting")
+
+
+@dataclass
+class Context:
+    backends: Backends
+    backend: str
+    quick: bool
+    duration: float  # contended scenarios, seconds
+    rate_duration: float
+    log: callable
+
+    def modes(self, waiting_supported):
+        return [m for m in MODES if m == "polling" or waiting_supported]
+
+
+# =================================================================================================== clients
+
+
+def contended_client(cfg, index, start_at):
+    """One client: acquire / hold / release until the deadline. Times are time.monotonic() (system-wide)."""
+    occupy = cfg["occupy"][index] if isinstance(cfg["occupy"], list) else cfg["occupy"]
+    hold = cfg["hold"]
+    deadline = start_at + cfg["duration"]
+    with requests.Session() as session:
+        acq = Acquirer(session, cfg["limits_url"], cfg["mode"], jitter=cfg.get("jitter", 0.2))
+        acq.rng.seed(index * 7919 + 1)
+        delay = start_at - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        cycles = []
+        while time.monotonic() < deadline:
+            t_req = time.monotonic()
+            n0 = acq.requests
+            grant = acq.acquire([cfg["name"]], occupy, deadline=deadline)
+            if grant is None:
+                break
+            t_grant = time.monotonic()
+            time.sleep(hold)
+            t_exit = time.monotonic()
+            acq.release(grant["lease_id"])
+            t_done = time.monotonic()
+            cycles.append((t_req, t_grant, t_exit, t_done, acq.requests - n0))
+        return {
+            "index": index,
+            "occupy": occupy,
+            "cycles": cycles,
+            "requests": acq.requests,
+            "status_5xx": acq.status_5xx,
+            "errors": acq.errors[:5],
+            "error_count": len(acq.errors),
+        }
+
+
+def _warm(limits_url):
+    session = requests.Session()
+    session.get(limits_url.rsplit("/v2/", 1)[0] + "/health", timeout=30)
+    return session
+
+
+def _thread_client(cfg, index, ready, go, box, out):
+    try:
+        ready.release()
+        go.wait()
+        out[index] = contended_client(cfg, index, box["start_at"])
+    except Exception as exc:  # noqa: BLE001 - reported
+        out[index] = {"index": index, "crash": repr(exc)}
+
+
+def run_threads(cfg, clients):
+    ready, go, box, out = threading.Semaphore(0), threading.Event(), {}, [None] * clients
+    threads = [threading.Thread(target=_thread_client, args=(cfg, i, ready, go, box, out)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    for _ in range(clients):
+        ready.acquire()
+    box["start_at"] = time.monotonic() + 0.2
+    go.set()
+    for t in threads:
+        t.join()
+    return out, box["start_at"]
+
+
+def _process_client(cfg, index, ready, go, start_value, results):
+    try:
+        _warm(cfg["limits_url"]).close()
+        ready.put(index)
+        go.wait()
+        results.put(contended_client(cfg, index, start_value.value))
+    except Exception as exc:  # noqa: BLE001 - reported
+        results.put({"index": index, "crash": repr(exc)})
+
+
+def run_processes(cfg, clients):
+    ctx = multiprocessing.get_context("spawn")
+    ready, results, go, start_value = ctx.Queue(), ctx.Queue(), ctx.Event(), ctx.Value("d", 0.0)
+    procs = [
+        ctx.Process(target=_process_client, args=(cfg, i, ready, go, start_value, results)) for i in range(clients)
+    ]
+    for p in procs:
+        p.start()
+    try:
+        for _ in range(clients):
+            ready.get(timeout=120)
+        start_value.value = time.monotonic() + 0.3
+        go.set()
+        out = [results.get(timeout=cfg["duration"] + 120) for _ in range(clients)]
+    finally:
+        for p in procs:
+            p.join(timeout=30)
+            if p.is_alive():
+                p.kill()
+    return sorted(out, key=lambda r: r["index"]), start_value.value
+
+
+# =================================================================================================== analysis
+
+
+def analyze(results, limit, duration, start_at, hold):
+    crashes = [r["crash"] for r in results if "crash" in r]
+    results = [r for r in results if "crash" not in r]
+    end = start_at + duration
+    cycles = [(r["index"], r["occupy"], *c) for r in results for c in r["cycles"]]
+    # (client, occupy, t_req, t_grant, t_exit, t_done, nreq)
+    in_window = [c for c in cycles if c[3] <= end]
+    counts = [sum(1 for c in in_window if c[0] == r["index"]) for r in results]
+    held = sum(max(0.0, min(c[4], end) - max(c[3], start_at)) * c[1] for c in cycles)
+    waits = [c[3] - c[2] for c in cycles]
+    # Hand-off: the k-th grant after the first `limit` ones took the slot freed by the k-th release
+    # (slots are interchangeable; occupy 1 only). Measured from the release request being sent (the holder
+    # is done) and from its response arriving, to the next holder's grant response arriving.
+    handoff_sent, handoff_done = [], []
+    if all(c[1] == 1 for c in cycles):
+        grants = sorted(c[3] for c in cycles)
+        exits = sorted(c[4] for c in cycles)
+        dones = sorted(c[5] for c in cycles)
+        for k in range(len(grants) - limit):
+            handoff_sent.append(grants[k + limit] - exits[k])
+            handoff_done.append(grants[k + limit] - dones[k])
+    requests_total = sum(r["requests"] for r in results)
+    max_conc = max_overlap_weighted([(c[3], c[4], c[1]) for c in cycles])
+    out = {
+        "clients": len(results) + len(crashes),
+        "grants": len(in_window),
+        "cycles_per_s": round(len(in_window) / duration, 1),
+        "utilization": round(held / (limit * duration), 4),
+        "wait_p50_ms": ms(percentile(waits, 50)),
+        "wait_p99_ms": ms(percentile(waits, 99)),
+        "wait_p99_over_p50": _ratio(percentile(waits, 99), percentile(waits, 50)),
+        "handoff_p50_ms": ms(percentile(handoff_sent, 50)),
+        "handoff_p99_ms": ms(percentile(handoff_sent, 99)),
+        "handoff_from_release_response_p50_ms": ms(percentile(handoff_done, 50)),
+        "handoff_from_release_response_p99_ms": ms(percentile(handoff_done, 99)),
+        "per_client_min": min(counts) if counts else 0,
+        "per_client_max": max(counts) if counts else 0,
+        "per_client_min_over_max": _ratio(min(counts), max(counts)) if counts else None,
+        "jain": round(jain(counts), 4) if counts and any(counts) else None,
+        "max_concurrency": max_conc,
+        "requests_per_grant": _ratio(requests_total, len(cycles)),
+        "status_5xx": sum(r["status_5xx"] for r in results),
+        "client_errors": sum(r["error_count"] for r in results),
+        "error_samples": [e for r in results for e in r["errors"]][:5],
+        "crashes": crashes[:5],
+    }
+    return out
+
+
+def max_overlap_weighted(intervals):
+    events = []
+    for start, end, weight in intervals:
+        events.append((start, weight))
+        events.append((end, -weight))
+    events.sort(key=lambda e: (e[0], e[1]))
+    best = cur = 0
+    for _, delta in events:
+        cur += delta
+        best = max(best, cur)
+    return best
+
+
+def _ratio(a, b):
+    return round(a / b, 3) if a is not None and b else None
+
+
+# =================================================================================================== scenarios
+
+
+def uncontended(ctx):
+    """Acquire+release on a free limit, one client, keep-alive session: raw HTTP, then the SDK."""
+    cycles = 300 if ctx.quick else 2000
+    out = {"cycles": cycles}
+    with ctx.backends.server(ctx.backend) as server:
+        session = requests.Session()
+        name = unique("uncontended")
+        put_limit(session, server.limits_url, name, 10)
+        body = {"names": [name], "slots": 1, "lease_duration": 60}
+        acq_t, rel_t, total = [], [], []
+        for i in range(cycles + 100):
+            t0 = time.perf_counter()
+            resp = session.post(f"{server.limits_url}/increment-with-lease", json=body, timeout=30)
+            t1 = time.perf_counter()
+            assert resp.status_code == 200, resp.text
+            resp2 = session.post(
+                f"{server.limits_url}/decrement-with-lease", json={"lease_id": resp.json()["lease_id"]}, timeout=30
+            )
+            t2 = time.perf_counter()
+            assert resp2.status_code == 204, resp2.text
+            if i >= 100:  # warm-up
+                acq_t.append(t1 - t0)
+                rel_t.append(t2 - t1)
+                total.append(t2 - t0)
+        out["raw"] = _lat(total) | {
+            "acquire_p50_ms": ms(percentile(acq_t, 50)),
+            "release_p50_ms": ms(percentile(rel_t, 50)),
+        }
+        ctx.log(f"  raw HTTP acquire+release p50 {out['raw']['p50_ms']} ms p99 {out['raw']['p99_ms']} ms")
+        session.close()
+        try:
+            from gcl import Client
+            from gcl.sync import concurrency
+        except ImportError as exc:
+            out["sdk"] = {"skipped": f"SDK not importable: {exc}"}
+            return out
+        try:
+            out["sdk"] = _sdk_cycles(server, name, cycles, concurrency, Client, shared=True)
+            out["sdk_overhead_p50_ms"] = round(out["sdk"]["p50_ms"] - out["raw"]["p50_ms"], 3)
+            ctx.log(f"  SDK (shared Client) p50 {out['sdk']['p50_ms']} ms, overhead {out['sdk_overhead_p50_ms']} ms")
+            out["sdk_default"] = _sdk_cycles(server, name, min(cycles, 300), concurrency, Client, shared=False)
+            ctx.log(f"  SDK (default: connection per `with`) p50 {out['sdk_default']['p50_ms']} ms")
+        except Exception as exc:  # noqa: BLE001 - the SDK is another engineer's moving target: report
+            out["sdk"] = {"skipped": f"SDK call failed: {type(exc).__name__}: {exc}"[:300]}
+    return out
+
+
+def _sdk_cycles(server, name, cycles, concurrency, Client, shared):
+    client = Client(api_url=server.url) if shared else None
+    times = []
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for i in range(cycles + 50):
+                t0 = time.perf_counter()
+                if shared:
+                    cm = concurrency(name, occupy=1, lease_duration=60, client=client)
+                else:
+                    cm = concurrency(name, occupy=1, lease_duration=60, api_url=server.url)
+                with cm:
+                    pass
+                if i >= 50:
+                    times.append(time.perf_counter() - t0)
+    finally:
+        if client is not None:
+            client.close()
+    return _lat(times)
+
+
+def _lat(times):
+    return {
+        "n": len(times),
+        "p50_ms": ms(percentile(times, 50)),
+        "p99_ms": ms(percentile(times, 99)),
+        "mean_ms": ms(sum(times) / len(times)),
+    }
+
+
+def contended(ctx):
+    """Limit 5, 20 clients holding 10 ms / 100 ms; threads and processes; polling vs server-side waiting."""
+    out = {"limit": 5, "clients": 20, "duration_s": ctx.duration, "runs": []}
+    holds = [0.01, 0.1]
+    with ctx.backends.server(ctx.backend) as server:
+        waiting = probe_waiting(server.limits_url)
+        out["waiting_supported"] = waiting
+        if not waiting:
+            ctx.log("  server-side waiting not supported by this server (422): polling only")
+        with requests.Session() as s:
+            for hold in holds:
+                for executor in ("threads", "processes"):
+                    for mode in ctx.modes(waiting):
+                        name = unique(f"c{int(hold * 1000)}")
+                        put_limit(s, server.limits_url, name, 5)
+                        cfg = {
+                            "limits_url": server.limits_url,
+                            "name": name,
+                            "hold": hold,
+                            "duration": ctx.duration,
+                            "mode": mode,
+                            "occupy": 1,
+                        }
+                        runner = run_threads if executor == "threads" else run_processes
+                        results, start_at = runner(cfg, 20)
+                        row = {"hold_ms": int(hold * 1000), "executor": executor, "mode": mode}
+                        row |= analyze(results, 5, ctx.duration, start_at, hold)
+                        out["runs"].append(row)
+                        ctx.log(
+                            f"  hold {row['hold_ms']:>3} ms {executor:9} {mode:7}: {row['cycles_per_s']:7.1f}/s "
+                            f"util {row['utilization']:.3f} req/grant {row['requests_per_grant']} "
+                            f"wait p50/p99 {row['wait_p50_ms']}/{row['wait_p99_ms']} ms "
+                            f"handoff p50/p99 {row['handoff_p50_ms']}/{row['handoff_p99_ms']} ms "
+                            f"jain {row['jain']} min/max {row['per_client_min_over_max']} "
+                            f"maxconc {row['max_concurrency']} 5xx {row['status_5xx']}"
+                        )
+    return out
+
+
+def mixed(ctx):
+    """One limit of 5: 8 clients occupy 1 and 2 clients occupy 5, 10 ms holds; both kinds must progress."""
+    duration = ctx.rate_duration
+    occupy = [1] * 8 + [5] * 2
+    out = {"limit": 5, "occupy": occupy, "hold_ms": 10, "duration_s": duration, "runs": []}
+    with ctx.backends.server(ctx.backend) as server:
+        waiting = probe_waiting(server.limits_url)
+        with requests.Session() as s:
+            for mode in ctx.modes(waiting):
+                name = unique("mixed")
+                put_limit(s, server.limits_url, name, 5)
+                cfg = {
+                    "limits_url": server.limits_url,
+                    "name": name,
+                    "hold": 0.01,
+                    "duration": duration,
+                    "mode": mode,
+                    "occupy": occupy,
+                }
+                results, start_at = run_threads(cfg, len(occupy))
+                summary = analyze(results, 5, duration, start_at, 0.01)
+                end = start_at + duration
+                grants = {1: 0, 5: 0}
+                for r in results:
+                    if "crash" not in r:
+                        grants[r["occupy"]] += sum(1 for c in r["cycles"] if c[1] <= end)
+                row = {
+                    "mode": mode,
+                    "grants_occupy_1": grants[1],
+                    "grants_occupy_5": grants[5],
+                    "both_progress": grants[1] > 0 and grants[5] > 0,
+                    "utilization": summary["utilization"],
+                    "max_concurrency_slots": summary["max_concurrency"],
+                    "requests_per_grant": summary["requests_per_grant"],
+                    "status_5xx": summary["status_5xx"],
+                    "crashes": summary["crashes"],
+                }
+                out["runs"].append(row)
+                ctx.log(
+                    f"  {mode:7}: occupy-1 grants {grants[1]}, occupy-5 grants {grants[5]}, "
+                    f"util {row['utilization']}, max slots {row['max_concurrency_slots']}"
+                )
+    return out
+
+
+def _rate_client(limits_url, name, mode, deadline, start_at, index, out):
+    with requests.Session() as session:
+        acq = Acquirer(session, limits_url, mode)
+        acq.rng.seed(index + 17)
+        time.sleep(max(0.0, start_at - time.monotonic()))
+        grants = []
+        while True:
+            ok = acq.acquire([name], 1, deadline=deadline, lease=False, rate_limit=True)
+            if not ok:
+                break
+            grants.append(time.monotonic())
+        out[index] = {"grants": grants, "requests": acq.requests, "status_5xx": acq.status_5xx}
+
+
+def rate(ctx):
+    """limit 1 with slot_decay_per_second 5 and 50 (rate_limit mode), 5 clients: achieved vs configured."""
+    duration = ctx.rate_duration
+    clients = 5
+    out = {"clients": clients, "duration_s": duration, "runs": []}
+    with ctx.backends.server(ctx.backend) as server:
+        waiting = probe_waiting(server.limits_url)
+        with requests.Session() as s:
+            for per_s in (5.0, 50.0):
+                for mode in ctx.modes(waiting):
+                    name = unique(f"rate{int(per_s)}")
+                    put_limit(s, server.limits_url, name, 1, decay=per_s)
+                    res = [None] * clients
+                    start_at = time.monotonic() + 0.3
+                    deadline = start_at + duration
+                    threads = [
+                        threading.Thread(
+                            target=_rate_client, args=(server.limits_url, name, mode, deadline, start_at, i, res)
+                        )
+                        for i in range(clients)
+                    ]
+                    for t in threads:
+                        t.start()
+                    for t in threads:
+                        t.join()
+                    grants = sorted(g for r in res for g in r["grants"] if g <= deadline)
+                    expected = 1 + per_s * duration  # the full bucket at start, then the decay rate
+                    row = {
+                        "rate_per_s": per_s,
+                        "mode": mode,
+                        "grants": len(grants),
+                        "expected": expected,
+                        "achieved_over_configured": round(len(grants) / expected, 4),
+                        "achieved_per_s": round(len(grants) / duration, 2),
+                        "requests_per_grant": _ratio(sum(r["requests"] for r in res), len(grants)),
+                        "status_5xx": sum(r["status_5xx"] for r in res),
+                    }
+                    out["runs"].append(row)
+                    ctx.log(
+                        f"  {per_s:4.0f}/s {mode:7}: {len(grants)} grants of {expected:.0f} "
+                        f"({row['achieved_over_configured']}), req/grant {row['requests_per_grant']}"
+                    )
+    return out
+
+
+def scale(ctx):
+    """10 000 limits: CRUD latency; acquire+release p50 beside 10 000 limits vs beside 10 (two servers, interleaved)."""
+    many = 2000 if ctx.quick else 10_000
+    blocks, per_block = (3, 100) if ctx.quick else (5, 300)
+    out = {"limits": many}
+    with ctx.backends.server(ctx.backend) as small, ctx.backends.server(ctx.backend) as big:
+        s_small, s_big = requests.Session(), requests.Session()
+        for i in range(10):
+            put_limit(s_small, small.limits_url, f"scale-{i:05d}", 5)
+        # Create the big set with PUT, 4 client threads.
+        local = threading.local()
+
+        def put(i):
+            if not hasattr(local, "s"):
+                local.s = requests.Session()
+            t0 = time.perf_counter()
+            put_limit(local.s, big.limits_url, f"scale-{i:05d}", 5)
+            return time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(4) as pool:
+            put_times = list(pool.map(put, range(many)))
+        out["create_total_s"] = round(time.perf_counter() - t0, 2)
+        out["create_per_s"] = round(many / (time.perf_counter() - t0), 1)
+        out["put_p50_ms"] = ms(percentile(put_times, 50))
+        ctx.log(f"  created {many} limits in {out['create_total_s']} s (PUT p50 {out['put_p50_ms']} ms, 4 threads)")
+        rng = random.Random(5)
+        crud = {"get": [], "patch": [], "filter": [], "filter_prefix": []}
+        n = 100 if ctx.quick else 300
+        for _ in range(n):
+            name = f"scale-{rng.randrange(many):05d}"
+            t0 = time.perf_counter()
+            r = s_big.get(f"{big.limits_url}/{name}", timeout=30)
+            crud["get"].append(time.perf_counter() - t0)
+            assert r.status_code == 200, r.text
+            t0 = time.perf_counter()
+            r = s_big.patch(f"{big.limits_url}/{name}", json={"limit": rng.randint(5, 9)}, timeout=30)
+            crud["patch"].append(time.perf_counter() - t0)
+            assert r.status_code == 204, r.text
+        for _ in range(n // 3):
+            t0 = time.perf_counter()
+            r = s_big.post(
+                f"{big.limits_url}/filter", json={"offset": rng.randrange(many - 200), "limit": 200}, timeout=30
+            )
+            crud["filter"].append(time.perf_counter() - t0)
+            assert r.status_code == 200 and len(r.json()) == 200, r.text[:200]
+            t0 = time.perf_counter()
+            prefix = f"scale-{rng.randrange(many // 100):03d}"
+            r = s_big.post(f"{big.limits_url}/filter", json={"name_prefix": prefix, "limit": 200}, timeout=30)
+            crud["filter_prefix"].append(time.perf_counter() - t0)
+            assert r.status_code == 200, r.text[:200]
+        out["crud"] = {
+            "get_p50_ms": ms(percentile(crud["get"], 50)),
+            "patch_p50_ms": ms(percentile(crud["patch"], 50)),
+            "filter_200_p50_ms": ms(percentile(crud["filter"], 50)),
+            "filter_name_prefix_p50_ms": ms(percentile(crud["filter_prefix"], 50)),
+        }
+        ctx.log(f"  CRUD p50 beside {many} limits: {out['crud']}")
+        lat = {"small": [], "big": []}
+        for b in range(blocks * 2 + 1):
+            which = ("small", "big")[b % 2] if b < blocks * 2 else None
+            if which is None:
+                break
+            server, session = (small, s_small) if which == "small" else (big, s_big)
+            name = f"scale-{rng.randrange(10 if which == 'small' else many):05d}"
+            for i in range(per_block + 20):
+                t0 = time.perf_counter()
+                r = session.post(
+                    f"{server.limits_url}/increment-with-lease",
+                    json={"names": [name], "slots": 1, "lease_duration": 60},
+                    timeout=30,
+                )
+                assert r.status_code == 200, r.text
+                r2 = session.post(
+                    f"{server.limits_url}/decrement-with-lease", json={"lease_id": r.json()["lease_id"]}, timeout=30
+                )
+                assert r2.status_code == 204, r2.text
+                if i >= 20:
+                    lat[which].append(time.perf_counter() - t0)
+        p_small, p_big = percentile(lat["small"], 50), percentile(lat["big"], 50)
+        out["acquire_release_p50_ms_10_limits"] = ms(p_small)
+        out["acquire_release_p50_ms_many_limits"] = ms(p_big)
+        out["acquire_cost_increase"] = round(p_big / p_small - 1, 4)
+        ctx.log(
+            f"  acquire+release p50: {ms(p_small)} ms beside 10 limits, {ms(p_big)} ms beside {many} "
+            f"({out['acquire_cost_increase']:+.1%})"
+        )
+        s_small.close()
+        s_big.close()
+    return out
+
+
+def _waiter(limits_url, name, mode, start_at, deadline, index, out):
+    try:
+        with requests.Session() as session:
+            acq = Acquirer(session, limits_url, mode)
+            session.get(limits_url.rsplit("/v2/", 1)[0] + "/health", timeout=60)
+            time.sleep(max(0.0, start_at - time.monotonic()))
+            t_req = time.monotonic()
+            grant = acq.acquire([name], 1, deadline=deadline)
+            t_grant = time.monotonic()
+            if grant is None:
+                out[index] = {"served": False, "requests": acq.requests, "5xx": acq.status_5xx, "errors": acq.errors}
+                return
+            time.sleep(0.01)
+            t_exit = time.monotonic()
+            acq.release(grant["lease_id"])
+            out[index] = {
+                "served": True,
+                "wait": t_grant - t_req,
+                "interval": (t_grant, t_exit),
+                "requests": acq.requests,
+                "5xx": acq.status_5xx,
+                "errors": acq.errors,
+            }
+    except Exception as exc:  # noqa: BLE001 - reported
+        out[index] = {"served": False, "crash": repr(exc)[:300], "requests": 0, "5xx": 0, "errors": []}
+
+
+def waiters(ctx):
+    """500 concurrent waiters (threads) on one limit of 5, 10 ms holds, server-side waiting: all served?"""
+    count = 500
+    out = {"waiters": count, "limit": 5, "hold_ms": 10}
+    with ctx.backends.server(ctx.backend) as server:
+        waiting = probe_waiting(server.limits_url)
+        mode = "waiting" if waiting else "polling"
+        out["mode"] = mode
+        if not waiting:
+            ctx.log("  server-side waiting not supported: 500 waiters run in polling mode")
+        name = unique("waiters")
+        with requests.Session() as s:
+            put_limit(s, server.limits_url, name, 5)
+        res = [None] * count
+        start_at = time.monotonic() + 3.0
+        deadline = start_at + 120
+        threads = [
+            threading.Thread(
+                target=_waiter, args=(server.limits_url, name, mode, start_at, deadline, i, res), daemon=True
+            )
+            for i in range(count)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=max(1.0, deadline + 30 - time.monotonic()))
+        res = [r or {"served": False, "crash": "did not finish", "requests": 0, "5xx": 0, "errors": []} for r in res]
+        served = [r for r in res if r["served"]]
+        waits = [r["wait"] for r in served]
+        last = max((r["interval"][1] for r in served), default=start_at)
+        out |= {
+            "served": len(served),
+            "all_served": len(served) == count,
+            "total_s": round(last - start_at, 2),
+            "grants_per_s": round(len(served) / max(last - start_at, 1e-9), 1),
+            "wait_p50_ms": ms(percentile(waits, 50)),
+            "wait_p99_ms": ms(percentile(waits, 99)),
+            "max_wait_ms": ms(max(waits, default=None)) if waits else None,
+            "max_concurrency": max_overlap([r["interval"] for r in served]),
+            "requests_per_grant": _ratio(sum(r["requests"] for r in res), len(served)),
+            "status_5xx": sum(r["5xx"] for r in res),
+            "client_errors": sum(len(r["errors"]) for r in res),
+            "crashes": [r["crash"] for r in res if "crash" in r][:5],
+            "error_samples": [e for r in res for e in r["errors"]][:5],
+        }
+        ctx.log(
+            f"  {mode}: served {len(served)}/{count} in {out['total_s']} s, wait p50/p99 "
+            f"{out['wait_p50_ms']}/{out['wait_p99_ms']} ms, max conc {out['max_concurrency']}, "
+            f"5xx {out['status_5xx']}, errors {out['client_errors']}"
+        )
+    return out
+
+
+SCENARIOS = {
+    "uncontended": uncontended,
+    "contended": contended,
+    "mixed": mixed,
+    "rate": rate,
+    "scale": scale,
+    "waiters": waiters,
+}
