@@ -95,6 +95,10 @@ def test_error_mapping_keeps_server_message():
     assert isinstance(err, NotFoundError) and isinstance(err, GCLError)
     assert str(err) == "Limit 'x' not found." and err.status_code == 404
     assert isinstance(_base.error_from_response(resp(503, None)), ServerError)
+    envelope = {"message": "Invalid request body.", "errors": {"json": {"name": ["Too long."], "limit": ["< 0"]}}}
+    assert _base.error_from_response(resp(422, envelope)).message == "Invalid request body. name: Too long. limit: < 0"
+    envelope["message"] = "Invalid request: name: Too long."
+    assert _base.error_from_response(resp(422, envelope)).message == "Invalid request: name: Too long. limit: < 0"
 
 
 def test_acquire_request_body_and_holder():

@@ -92,13 +92,24 @@ class Response:
     @property
     def message(self) -> str:
         if isinstance(self.body, dict):
-            msg = self.body.get("message") or self.body.get("detail")
-            errors = self.body.get("errors")
-            if msg and errors:
-                return f"{msg} {errors}"
-            if msg:
-                return str(msg)
+            msg = str(self.body.get("message") or self.body.get("detail") or "")
+            details = _flatten_errors(self.body.get("errors"))
+            extra = [d for d in details if d.split(": ", 1)[-1] not in msg]
+            if msg or extra:
+                return " ".join([msg, *extra]).strip()
         return f"HTTP {self.status}"
+
+
+def _flatten_errors(errors: Any, where: str = "") -> list[str]:
+    """{"json": {"name": ["bad"]}} -> ["name: bad"] (validation details of the error envelope)."""
+    if isinstance(errors, dict):
+        out = []
+        for key, value in errors.items():
+            out += _flatten_errors(value, key if key != "json" else where)
+        return out
+    if isinstance(errors, list):
+        return [f"{where}: {item}" if where else str(item) for item in errors]
+    return [] if errors is None else [f"{where}: {errors}" if where else str(errors)]
 
 
 @dataclass(frozen=True)
