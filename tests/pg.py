@@ -5,6 +5,7 @@ import glob
 import itertools
 import os
 import pwd
+import re
 import shutil
 import socket
 import subprocess
@@ -30,11 +31,15 @@ class PostgresError(RuntimeError):
     """The test PostgreSQL could not be found, started or used."""
 
 
+def _version(bindir):
+    return [int(part) for part in re.findall(r"\d+", Path(bindir).parent.name)]
+
+
 def find_bindir():
     """GCL_PG_BIN, else the newest /usr/lib/postgresql/<version>/bin, else initdb on PATH."""
     explicit = os.environ.get("GCL_PG_BIN")
     candidates = [explicit] if explicit else []
-    candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(Path(p).parent.name), reverse=True)
+    candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=_version, reverse=True)
     on_path = shutil.which("initdb")
     if on_path:
         candidates.append(str(Path(on_path).parent))

@@ -33,6 +33,7 @@ def create_app(config=None):
     database = open_database(app.config["DATABASE_URL"])
     db.initialize(database)
     migrate(database)
+    database.dialect.release_connection()  # PostgreSQL: don't pin a pool slot for this thread's lifetime
     connection_hooks(app)
 
     api = Api(app)

@@ -2,10 +2,12 @@
 
 import logging
 import os
+import select
 import time
 from urllib.parse import parse_qs, unquote, urlparse
 
 import peewee
+import psycopg2.extensions
 from playhouse.pool import PooledPostgresqlDatabase
 
 from .settings import default_database_url
@@ -42,6 +44,9 @@ class Dialect:
     def next_token_sql(self):
         return "UPDATE gcl_counter SET value = value + 1 WHERE name = 'fencing_token' RETURNING value"
 
+    def release_connection(self):
+        """End of a unit of work outside a request (the sweeper): SQLite keeps its per-thread connection."""
+
     def is_retryable(self, exc):
         return isinstance(exc, peewee.OperationalError) and any(m in str(exc).lower() for m in self.retryable_messages)
 
@@ -65,6 +70,29 @@ class PostgresDialect(Dialect):
 
     def is_retryable(self, exc):
         return pgcode(exc) in self.retryable_codes
+
+    def release_connection(self):
+        """Give this thread's connection back to the pool: a background thread that kept one would pin a
+        pool slot for ever, and a connection broken by a database restart would then fail every later use."""
+        if not self.database.is_closed():
+            self.database.close()
+
+
+class PostgresPool(PooledPostgresqlDatabase):
+    """Connection pool whose check-out test costs no round trip (playhouse pings with SELECT 1 each time).
+
+    A pooled connection is idle between requests, so the server has nothing to say to it: a readable socket
+    means it was closed (database restart, pg_terminate_backend, idle timeout) and the connection is dropped.
+    """
+
+    def _is_closed(self, conn):
+        if conn.closed or conn.info.transaction_status != psycopg2.extensions.TRANSACTION_STATUS_IDLE:
+            return super()._is_closed(conn)
+        try:
+            readable, _, _ = select.select([conn], [], [], 0)
+        except (OSError, ValueError):
+            return True
+        return bool(readable)
 
 
 def pgcode(exc):
@@ -106,7 +134,7 @@ def open_database(url=None):
         }
         max_connections = int(query.pop("max_connections", "32"))
         kwargs.update(query)
-        database = PooledPostgresqlDatabase(
+        database = PostgresPool(
             parsed.path.lstrip("/") or "postgres",
             max_connections=max_connections,
             stale_timeout=300,

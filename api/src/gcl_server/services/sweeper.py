@@ -3,6 +3,7 @@
 import logging
 import threading
 
+from ..database import db
 from . import slots
 
 log = logging.getLogger(__name__)
@@ -31,3 +32,5 @@ class Sweeper:
                 slots.sweep()
             except Exception:  # a failed sweep is retried next interval; never kill the thread
                 log.exception("lease sweep failed")
+            finally:
+                db.obj.dialect.release_connection()

@@ -1,0 +1,191 @@
+"""PostgreSQL specifics: wrapped driver errors, retried deadlocks, sweepers on every node, pooled connections."""
+
+import threading
+import time
+import uuid
+
+import peewee
+import pytest
+from gcl_server.database import PostgresDialect, db, execute, pgcode
+from gcl_server.services import TX_ATTEMPTS, slots, transactional
+from gcl_server.services import limits as limits_service
+
+from tests import pg
+
+
+def _limit(name=None, limit=10):
+    return limits_service.create({"name": name or uuid.uuid4().hex, "limit": limit})
+
+
+def _in_threads(targets, timeout=30):
+    """Run callables in threads at once; return their results or raise the first error."""
+    results, errors = [None] * len(targets), []
+
+    def run(i):
+        try:
+            results[i] = targets[i]()
+        except Exception as exc:  # reported below, with the thread's exception
+            errors.append(exc)
+        finally:
+            db.close()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(targets))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout)
+    assert not any(t.is_alive() for t in threads)
+    if errors:
+        raise errors[0]
+    return results
+
+
+def _deadlock(first, second, barrier):
+    """Lock `first`, wait for the other thread to lock `second`, then lock `second`: a lock cycle."""
+    with db.atomic():
+        execute('UPDATE concurrency_limit SET "limit" = "limit" WHERE id = ?', (first,))
+        barrier.wait(timeout=10)
+        execute('UPDATE concurrency_limit SET "limit" = "limit" WHERE id = ?', (second,))
+
+
+def test_a_peewee_wrapped_deadlock_is_retryable_and_other_errors_are_not(pg_app):
+    with pg_app.app_context():
+        one, two = _limit(), _limit()
+        barrier = threading.Barrier(2)
+        with pytest.raises(peewee.DatabaseError) as caught:
+            _in_threads([lambda: _deadlock(one.id, two.id, barrier), lambda: _deadlock(two.id, one.id, barrier)])
+        assert pgcode(caught.value) == "40P01"
+        assert db.obj.dialect.is_retryable(caught.value)
+
+        with pytest.raises(peewee.IntegrityError) as duplicate, db.atomic():
+            execute(
+                'INSERT INTO concurrency_limit (id, name, "limit", decay_updated, denied_updated, created, updated) '
+                "VALUES (?, ?, 1, 0, 0, 0, 0)",
+                (str(uuid.uuid4()), one.name),
+            )
+        assert pgcode(duplicate.value) == "23505"
+        assert not db.obj.dialect.is_retryable(duplicate.value)
+        assert not PostgresDialect(None).is_retryable(ValueError("40P01"))
+
+
+def test_transactional_rolls_back_and_retries_a_deadlock_victim(pg_app):
+    with pg_app.app_context():
+        one, two = _limit(), _limit()
+        barrier = threading.Barrier(2)
+        attempts = []
+
+        @transactional
+        def cross(first, second, tag):
+            attempts.append(tag)
+            execute('UPDATE concurrency_limit SET "limit" = "limit" + 1 WHERE id = ?', (first,))
+            if attempts.count(tag) == 1:  # only the first attempts meet; the retry runs alone
+                barrier.wait(timeout=10)
+            execute('UPDATE concurrency_limit SET "limit" = "limit" + 1 WHERE id = ?', (second,))
+            return tag
+
+        assert _in_threads([lambda: cross(one.id, two.id, "x"), lambda: cross(two.id, one.id, "y")]) == ["x", "y"]
+        # One victim, retried once after a rollback; the aborted attempt left nothing behind.
+        assert sorted(attempts) in (["x", "x", "y"], ["x", "y", "y"])
+        assert limits_service.read(one.id).limit == 12
+        assert limits_service.read(two.id).limit == 12
+
+
+def test_transactional_gives_up_after_bounded_attempts_with_503(pg_app):
+    from gcl_server.errors import Unavailable
+
+    with pg_app.app_context():
+        calls = []
+
+        @transactional
+        def always_conflicts():
+            calls.append(1)
+            execute("SELECT 1")  # the transaction is really open when it fails
+            raise peewee.OperationalError(_pg_error("40001"))
+
+        with pytest.raises(Unavailable):
+            always_conflicts()
+        assert len(calls) == TX_ATTEMPTS
+        assert execute("SELECT 1").fetchone() == (1,)  # the connection is usable, not stuck in an aborted transaction
+
+
+def _pg_error(code):
+    class Psycopg2Like(Exception):
+        pgcode = code
+
+    return Psycopg2Like("could not serialize access")
+
+
+def test_sweepers_on_every_node_delete_each_expired_lease_once(pg_app):
+    with pg_app.app_context():
+        limit = _limit(limit=100)
+        for _ in range(40):
+            slots.acquire([limit.name], 1, lease_seconds=0.05)
+        live = [slots.acquire([limit.name], 1, lease_seconds=60).lease_id for _ in range(5)]
+        time.sleep(0.1)
+        _in_threads([lambda: slots.sweep(batch=15) for _ in range(3)] * 3)
+        while slots.sweep():  # whatever the racing batches left
+            pass
+        remaining = [row[0] for row in execute("SELECT id FROM lease ORDER BY id").fetchall()]
+        assert remaining == sorted(live)
+        assert execute("SELECT COUNT(*) FROM lease_limit").fetchone()[0] == 5
+        assert limits_service.read(limit.id).runtime["active_slots"] == 5
+
+
+def test_concurrent_acquires_never_over_admit(pg_app):
+    with pg_app.app_context():
+        limit = _limit(limit=3)
+
+        def try_once():
+            try:
+                return slots.acquire([limit.name], 1, lease_seconds=60).lease_id
+            except slots.Locked:
+                return None
+
+        granted = [lease for lease in _in_threads([try_once] * 12) if lease]
+        assert len(granted) == 3
+        assert limits_service.read(limit.id).runtime["active_slots"] == 3
+
+
+def test_sweeper_thread_returns_its_connection_to_the_pool(pg_app):
+    from gcl_server.services.sweeper import Sweeper
+
+    with pg_app.app_context():
+        limit = _limit()
+        slots.acquire([limit.name], 1, lease_seconds=0.01)
+        pool = db.obj
+        db.close()
+        assert pool._in_use == {}
+        sweeper = Sweeper(0.01).start()
+        try:
+            deadline = time.monotonic() + 10
+            while execute("SELECT COUNT(*) FROM lease").fetchone()[0] and time.monotonic() < deadline:
+                time.sleep(0.01)
+            db.close()
+        finally:
+            sweeper.stop()
+        assert not sweeper._thread.is_alive()
+        assert execute("SELECT COUNT(*) FROM lease").fetchone()[0] == 0  # it did sweep
+        db.close()
+        # A thread that ends without closing strands its connection as "in use" forever (and a broken one
+        # after a database restart would fail every later sweep): the sweeper gives it back after each sweep.
+        assert pool._in_use == {}
+
+
+def test_a_pooled_connection_closed_by_the_server_is_replaced_not_used(pg_app, pg_url):
+    client = pg_app.test_client()
+    assert client.post("/api/v2/concurrency_limits/", json={"name": "pooled", "limit": 1}).status_code == 201
+    pool = db.obj
+    assert len(pool._connections) == 1 and pool._in_use == {}  # returned to the pool after the request
+    with pool.connection_context():
+        before = execute("SELECT pg_backend_pid()").fetchone()[0]
+    # As a database restart or an idle timeout would: the server ends the idle pooled connection.
+    pg.cluster()._admin_execute("SELECT pg_terminate_backend(%s)", (before,))
+    deadline = time.monotonic() + 10
+    while pool._connections and not pool._is_closed(pool._connections[0][2]) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    for _ in range(3):
+        response = client.get("/api/v2/concurrency_limits/pooled")
+        assert response.status_code == 200
+        assert response.json["name"] == "pooled"
+    with pool.connection_context():
+        assert execute("SELECT pg_backend_pid()").fetchone()[0] != before
