@@ -41,8 +41,8 @@ class Dialect:
     def write_tx(self):
         return self.database.atomic(lock_type="IMMEDIATE")
 
-    def next_token_sql(self):
-        return "UPDATE gcl_counter SET value = value + 1 WHERE name = 'fencing_token' RETURNING value"
+    def next_token_sql(self, counter="fencing_token"):
+        return f"UPDATE gcl_counter SET value = value + 1 WHERE name = '{counter}' RETURNING value"
 
     def release_connection(self):
         """End of a unit of work outside a request (the sweeper): SQLite keeps its per-thread connection."""
@@ -60,8 +60,8 @@ class PostgresDialect(Dialect):
     def write_tx(self):
         return self.database.atomic()
 
-    def next_token_sql(self):
-        return "SELECT nextval('gcl_fencing_token')"
+    def next_token_sql(self, counter="fencing_token"):
+        return f"SELECT nextval('gcl_{counter}')"
 
     # serialization_failure, deadlock_detected, lock_not_available: the transaction was rolled
     # back as a whole, so running it again is safe. Anything else (a lost connection above all:
@@ -200,6 +200,40 @@ MIGRATIONS = [
                     "CREATE TABLE gcl_counter (name VARCHAR(64) PRIMARY KEY, value BIGINT NOT NULL)",
                     "INSERT INTO gcl_counter (name, value) VALUES ('fencing_token', 0)",
                 ]
+            ),
+        ],
+    ),
+    (
+        2,
+        "server-side waiting: FIFO waiter queues",
+        [
+            """CREATE TABLE waiter (
+                id VARCHAR(36) PRIMARY KEY,
+                seq BIGINT NOT NULL,
+                names TEXT NOT NULL,
+                slots INTEGER NOT NULL,
+                mode VARCHAR(16) NOT NULL,
+                lease_seconds DOUBLE PRECISION,
+                anonymous BOOLEAN NOT NULL DEFAULT FALSE,
+                holder TEXT,
+                owner VARCHAR(255) NOT NULL,
+                attached BOOLEAN NOT NULL,
+                expires DOUBLE PRECISION NOT NULL,
+                created DOUBLE PRECISION NOT NULL,
+                granted_at DOUBLE PRECISION,
+                lease_id VARCHAR(36),
+                token BIGINT,
+                lease_expires DOUBLE PRECISION)""",
+            """CREATE TABLE waiter_limit (
+                waiter_id VARCHAR(36) NOT NULL REFERENCES waiter (id) ON DELETE CASCADE,
+                limit_id VARCHAR(36) NOT NULL,
+                seq BIGINT NOT NULL,
+                PRIMARY KEY (waiter_id, limit_id))""",
+            "CREATE INDEX waiter_limit_queue ON waiter_limit (limit_id, seq)",
+            lambda dialect: (
+                ["CREATE SEQUENCE gcl_waiter_seq"]
+                if dialect == "postgresql"
+                else ["INSERT INTO gcl_counter (name, value) VALUES ('waiter_seq', 0)"]
             ),
         ],
     ),

@@ -13,11 +13,12 @@ class GCLError(Exception):
 
     status = 400
 
-    def __init__(self, message, *, retry_after=None, errors=None):
+    def __init__(self, message, *, retry_after=None, errors=None, extra=None):
         super().__init__(message)
         self.message = message
         self.retry_after = retry_after
         self.errors = errors
+        self.extra = extra
 
 
 class NotFound(GCLError):
@@ -50,10 +51,11 @@ class Unavailable(GCLError):
     status = 503
 
 
-def envelope(code, status_name, message, errors=None, retry_after=None):
+def envelope(code, status_name, message, errors=None, retry_after=None, extra=None):
     body = {"code": code, "status": status_name, "message": message, "detail": message}
     if errors:
         body["errors"] = errors
+    body.update(extra or {})
     response = jsonify(body)
     response.status_code = code
     if retry_after is not None:
@@ -74,7 +76,9 @@ _NAMES = {
 
 
 def handle_domain_error(error):
-    return envelope(error.status, _NAMES.get(error.status, "Error"), error.message, error.errors, error.retry_after)
+    return envelope(
+        error.status, _NAMES.get(error.status, "Error"), error.message, error.errors, error.retry_after, error.extra
+    )
 
 
 def handle_http_exception(error):

@@ -6,7 +6,7 @@ bind = f"{os.environ.get('GCL_HOST', '127.0.0.1')}:{os.environ.get('GCL_PORT', '
 workers = int(os.environ.get("GCL_WORKERS", "2"))
 # gthread: server-side waiting parks a request on a thread, not a whole process.
 worker_class = "gthread"
-threads = int(os.environ.get("GCL_THREADS", "32"))
+threads = int(os.environ.get("GCL_THREADS", "256"))
 timeout = 60
 graceful_timeout = 10
 keepalive = 30

@@ -13,7 +13,8 @@ DEFAULTS = {
     "SWEEP_INTERVAL_SECONDS": 1.0,
     "SWEEPER": True,
     "MAX_WAIT_SECONDS": 30.0,
-    "MAX_WAITERS": 1000,
+    "MAX_WAITERS": 0,  # parked requests per worker process; 0: the worker's threads less a reserve
+    "THREADS": 256,
     "MAX_CONTENT_LENGTH": 1024 * 1024,
 }
 
@@ -28,6 +29,7 @@ ENVIRONMENT = {
     "SWEEPER": ("GCL_SWEEPER", lambda v: v.lower() not in ("0", "false", "no", "off")),
     "MAX_WAIT_SECONDS": ("GCL_MAX_WAIT_SECONDS", float),
     "MAX_WAITERS": ("GCL_MAX_WAITERS", int),
+    "THREADS": ("GCL_THREADS", int),
 }
 
 
@@ -51,6 +53,9 @@ def load(explicit=None, environ=None):
     if not settings["DATABASE_URL"]:
         settings["DATABASE_URL"] = default_database_url(settings["DATA_DIR"])
     settings["API_KEYS"] = parse_api_keys(settings["API_KEYS"])
+    if not settings["MAX_WAITERS"]:
+        # Parked requests hold a gthread thread each: keep a reserve so releases are always served.
+        settings["MAX_WAITERS"] = max(1, settings["THREADS"] - max(8, settings["THREADS"] // 8))
     return settings
 
 

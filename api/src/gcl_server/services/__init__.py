@@ -2,12 +2,19 @@
 
 import functools
 import random
+import threading
 import time
 
 from ..database import db
 from ..errors import Unavailable
 
 TX_ATTEMPTS = 6
+_local = threading.local()
+
+
+def after_commit(fn):
+    """Run fn once the current transaction has committed (dropped if it rolls back)."""
+    _local.pending.append(fn)
 
 
 def transactional(fn):
@@ -15,17 +22,26 @@ def transactional(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        if getattr(_local, "depth", 0):
+            return fn(*args, **kwargs)  # already inside a transaction: join it
         dialect = db.obj.dialect
         for attempt in range(TX_ATTEMPTS):
+            _local.pending, _local.depth = [], 1
             try:
                 with dialect.write_tx():
-                    return fn(*args, **kwargs)
+                    result = fn(*args, **kwargs)
             except Exception as exc:
                 if not dialect.is_retryable(exc):
                     raise
                 if attempt == TX_ATTEMPTS - 1:
                     raise Unavailable("The database is busy; try again.", retry_after=0.2) from exc
                 time.sleep(random.uniform(0.005, 0.02) * (attempt + 1))
+                continue
+            finally:
+                _local.depth = 0
+            for callback in _local.pending:
+                callback()
+            return result
         raise AssertionError("unreachable")
 
     return wrapper

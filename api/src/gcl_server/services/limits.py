@@ -9,7 +9,7 @@ import peewee
 from ..database import db, execute
 from ..errors import Conflict, Invalid, NotFound, PreconditionFailed
 from ..models import ConcurrencyLimit
-from . import transactional
+from . import transactional, waiting
 from .decay import decayed, denied_rate, shown_slots
 
 MANAGED = ("name", "limit", "active", "slot_decay_per_second")
@@ -166,6 +166,7 @@ def update(id_or_name, data, if_match=None):
     now = time.time()
     if _apply(limit, data, now) or "active_slots" in data:
         limit.save()
+        waiting.hand_off([limit.id], now)  # a larger limit, deactivation or reset frees slots for waiters
     return with_runtime([limit], now)[0]
 
 
@@ -188,6 +189,7 @@ def upsert(name, data, if_match=None):
     now = time.time()
     if _apply(limit, desired, now):
         limit.save()
+        waiting.hand_off([limit.id], now)
     return with_runtime([limit], now)[0], False
 
 
@@ -207,6 +209,7 @@ def delete(id_or_name, if_match=None):
     _check_if_match(limit, if_match)
     _revoke_leases_of(limit.id)
     limit.delete_instance()
+    waiting.hand_off([limit.id], time.time())  # its waiters no longer wait for it
 
 
 def _revoke_leases_of(limit_id):
@@ -231,6 +234,7 @@ def reset(id_or_name):
     limit = find(id_or_name, lock=True)
     _reset(limit)
     limit.save()
+    waiting.hand_off([limit.id], limit.updated)
     return with_runtime([limit])[0]
 
 

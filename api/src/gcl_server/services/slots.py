@@ -12,12 +12,18 @@ from typing import NamedTuple
 
 from ..database import db, execute
 from ..errors import Gone, Invalid, Locked, NotFound
-from . import transactional
-from .decay import decayed, denied_rate, fits
+from . import transactional, waiting
+from .decay import EPSILON, decayed, denied_rate, fits
 
 MAX_RETRY_AFTER = 30.0
 MIN_RETRY_AFTER = 0.01
 OCCUPANCY_EMA = 0.2
+
+
+class MinimalLimit(NamedTuple):
+    id: str
+    name: str
+    limit: int
 
 
 class LimitRow(NamedTuple):
@@ -86,44 +92,84 @@ def validate(rows, slots, mode):
         raise Invalid(f"Slots requested ({slots}) is greater than the limit of: " + ", ".join(too_small) + ".")
 
 
-def try_acquire(rows, slots, now):
-    """Admission over locked rows: None if every active limit has room, else the seconds to wait."""
+def read_limits(names):
+    """The existing limits among names, without locks (for timing decisions only)."""
+    names = sorted(set(names))
+    cursor = execute(f"SELECT {COLUMNS} FROM concurrency_limit WHERE name IN ({_marks(names)}) ORDER BY id", names)
+    return [LimitRow(r[0], r[1], r[2], bool(r[3]), *r[4:]) for r in cursor.fetchall()]
+
+
+def blocked(rows, slots, now):
+    """(row, occupancy, leased) for every active limit where the slots do not fit now."""
     active = [r for r in rows if r.active]
     leased = _leased([r.id for r in active], now)
-    blocked = []
+    out = []
     for r in active:
         occupancy = leased.get(r.id, 0) + decayed(r.pool, r.pool_at, r.rate, now)
         if not fits(occupancy, slots, r.limit):
-            blocked.append((r, occupancy, leased.get(r.id, 0)))
-    if not blocked:
-        return None
-    for r in active:
-        rate = denied_rate(r.rate, r.avg)
-        execute(
-            "UPDATE concurrency_limit SET denied = ?, denied_updated = ? WHERE id = ?",
-            (decayed(r.denied, r.denied_at, rate, now) + slots, now, r.id),
-        )
-    return max(_retry_after(r, occ, leased, slots, now) for r, occ, leased in blocked)
+            out.append((r, occupancy, leased.get(r.id, 0)))
+    return out
+
+
+def record_denied(rows, slots, now):
+    """A refusal is committed (Prefect rolls it back) and decays like the limit."""
+    for r in rows:
+        if r.active:
+            rate = denied_rate(r.rate, r.avg)
+            execute(
+                "UPDATE concurrency_limit SET denied = ?, denied_updated = ? WHERE id = ?",
+                (decayed(r.denied, r.denied_at, rate, now) + slots, now, r.id),
+            )
+
+
+def _lease_expiries(limit_id, now):
+    return execute(
+        "SELECT l.expires, ll.slots FROM lease_limit ll JOIN lease l ON l.id = ll.lease_id "
+        "WHERE ll.limit_id = ? AND l.expires > ? AND ll.slots > 0 ORDER BY l.expires",
+        (limit_id, now),
+    ).fetchall()
+
+
+def seconds_until_free(row, occupancy, leased, slots, now):
+    """Exact time until the slots fit by time alone; inf when only a release can free them.
+
+    Leased slots drop at their expiries and the pool drains linearly, so the answer is the earliest
+    max(segment start, time the pool has drained enough for that segment's leases).
+    """
+    pool, room = occupancy - leased, row.limit - slots
+    segments, held = [(now, leased)], leased
+    for expires, count in _lease_expiries(row.id, now):
+        held -= count
+        segments.append((expires, held))
+    best = float("inf")
+    for start, still_held in segments:
+        spare = room - still_held
+        if spare < -EPSILON:
+            continue
+        if pool <= spare + EPSILON:
+            drained = now
+        elif row.rate > 0:
+            drained = now + (pool - spare) / row.rate
+        else:
+            continue
+        best = min(best, max(start, drained))
+    return max(best - now, 0.0)
 
 
 def _retry_after(row, occupancy, leased, slots, now):
-    need = occupancy + slots - row.limit
     if row.rate > 0 and leased + slots <= row.limit:
         # Only the decaying pool is in the way: it drains linearly, so this is exact.
-        return min(max(need / row.rate, 0.0), MAX_RETRY_AFTER)
-    estimate = row.avg * max(need, 1.0) / max(row.limit, 1)
-    cursor = execute(
-        "SELECT l.expires, ll.slots FROM lease_limit ll JOIN lease l ON l.id = ll.lease_id "
-        "WHERE ll.limit_id = ? AND l.expires > ? ORDER BY l.expires",
-        (row.id, now),
-    )
-    freed = 0
-    for expires, held in cursor.fetchall():
-        freed += held
-        if freed >= need:
-            estimate = min(estimate, expires - now)
-            break
+        return min(seconds_until_free(row, occupancy, leased, slots, now), MAX_RETRY_AFTER)
+    # From the average occupancy, not "when the oldest lease ends": pollers would retry in lock-step.
+    estimate = row.avg * max(occupancy + slots - row.limit, 1.0) / max(row.limit, 1)
+    estimate = min(estimate, seconds_until_free(row, occupancy, leased, slots, now))
     return min(max(estimate, MIN_RETRY_AFTER), MAX_RETRY_AFTER)
+
+
+def retry_after(blocked_rows, slots, now):
+    if not blocked_rows:
+        return MIN_RETRY_AFTER * 5  # free slots, but earlier waiters are queued for them
+    return max(_retry_after(r, occ, leased, slots, now) for r, occ, leased in blocked_rows)
 
 
 def grant(rows, slots, now, lease_seconds=None, holder=None, anonymous=False):
@@ -166,22 +212,66 @@ def grant(rows, slots, now, lease_seconds=None, holder=None, anonymous=False):
     return result
 
 
+@dataclass
+class Queued:
+    waiter_id: str
+
+
+@dataclass
+class Refused:
+    retry_after: float
+    waiter_id: str | None = None
+
+
 @transactional
-def _acquire_tx(names, slots, mode, lease_seconds, holder, anonymous):
+def _acquire_tx(names, slots, mode, lease_seconds, holder, anonymous, wait_seconds, ticket, may_park):
     now = time.time()
     rows = lock_limits(names)
     validate(rows, slots, mode)
-    wait = try_acquire(rows, slots, now)
-    if wait is not None:
-        return wait
-    return grant(rows, slots, now, lease_seconds, holder, anonymous)
+    active_ids = [r.id for r in rows if r.active]
+    if ticket and wait_seconds > 0:
+        state = waiting.reattach(ticket, now + wait_seconds, now)
+        if state == "granted":
+            return waiting.granted(ticket)
+        if state == "waiting":
+            waiting.hand_off(active_ids, now)
+            return Queued(ticket)
+    in_the_way = blocked(rows, slots, now)
+    if not in_the_way and not waiting.queued_ahead(active_ids, now):
+        return grant(rows, slots, now, lease_seconds, holder, anonymous)
+    record_denied(rows, slots, now)
+    if wait_seconds <= 0 or not may_park:
+        return Refused(retry_after(in_the_way, slots, now))
+    return Queued(waiting.enqueue(rows, names, slots, mode, lease_seconds, anonymous, holder, now + wait_seconds, now))
 
 
-def acquire(names, slots, mode="concurrency", lease_seconds=None, holder=None, anonymous=False):
-    """Take slots on all names or none; Locked (with Retry-After) when they are not free now."""
-    outcome = _acquire_tx(names, slots, mode, lease_seconds, holder, anonymous)
-    if not isinstance(outcome, Grant):
-        raise Locked("Concurrency limit is full: the requested slots are not available now.", retry_after=outcome)
+def acquire(
+    names,
+    slots,
+    mode="concurrency",
+    lease_seconds=None,
+    holder=None,
+    anonymous=False,
+    wait_seconds=0.0,
+    ticket=None,
+    max_parked=0,
+    client_gone=None,
+):
+    """Take slots on all names or none. Locked (with Retry-After) when they are not free now or within the wait."""
+    deadline = time.time() + wait_seconds
+    may_park = waiting.parked_here() < max_parked
+    outcome = _acquire_tx(names, slots, mode, lease_seconds, holder, anonymous, wait_seconds, ticket, may_park)
+    if isinstance(outcome, Queued):
+        outcome = waiting.wait(outcome.waiter_id, deadline, client_gone) or Refused(0.0, outcome.waiter_id)
+        if outcome == "gone":
+            outcome = Refused(0.0)
+    if isinstance(outcome, Refused):
+        extra = {"queue_ticket": outcome.waiter_id} if outcome.waiter_id else None
+        raise Locked(
+            "Concurrency limit is full: the requested slots are not available now.",
+            retry_after=outcome.retry_after,
+            extra=extra,
+        )
     return outcome
 
 
@@ -210,7 +300,19 @@ def release(lease_id):
     execute("DELETE FROM lease WHERE id = ?", (lease_id,))
     if row[1] > now:
         _record_occupancy(limit_ids, now - row[0])
+        waiting.hand_off(_locked_ids(limit_ids), now)
     return True
+
+
+def _locked_ids(limit_ids):
+    """Lock these limit rows (fixed order) before handing their slots on; returns the ids that still exist."""
+    if not limit_ids:
+        return []
+    cursor = execute(
+        f"SELECT id FROM concurrency_limit WHERE id IN ({_marks(limit_ids)}) ORDER BY id" + db.obj.dialect.lock_rows,
+        list(limit_ids),
+    )
+    return [r[0] for r in cursor.fetchall()]
 
 
 @transactional
@@ -227,6 +329,7 @@ def decrement(names, slots, occupancy_seconds=None):
             continue
         _free_unleased(r.id, slots, now)
     _record_occupancy([r.id for r in rows if r.rate <= 0], occupancy_seconds)
+    waiting.hand_off([r.id for r in rows if r.active], now)
     return rows
 
 
@@ -263,9 +366,11 @@ def renew(lease_id, lease_seconds):
 
 @transactional
 def revoke(lease_id):
+    limit_ids = [r[0] for r in execute("SELECT limit_id FROM lease_limit WHERE lease_id = ?", (lease_id,)).fetchall()]
     execute("DELETE FROM lease_limit WHERE lease_id = ?", (lease_id,))
     if execute("DELETE FROM lease WHERE id = ?", (lease_id,)).rowcount == 0:
         raise NotFound(f"Lease {lease_id} not found.")
+    waiting.hand_off(_locked_ids(limit_ids), time.time())
 
 
 def leases_of(limit_id):
@@ -307,4 +412,15 @@ def sweep(batch=500):
     if ids:
         execute(f"DELETE FROM lease_limit WHERE lease_id IN ({_marks(ids)})", ids)
         execute(f"DELETE FROM lease WHERE id IN ({_marks(ids)}) AND expires <= ?", (*ids, now))
+    # Waiters: lapsed ones (their request and grace are over) and granted ones whose request has read the grant.
+    stale = [
+        r[0]
+        for r in execute(
+            "SELECT id FROM waiter WHERE expires <= ? OR (granted_at IS NOT NULL AND granted_at <= ?) LIMIT ?",
+            (now, now - 60, batch),
+        ).fetchall()
+    ]
+    if stale:
+        execute(f"DELETE FROM waiter_limit WHERE waiter_id IN ({_marks(stale)})", stale)
+        execute(f"DELETE FROM waiter WHERE id IN ({_marks(stale)})", stale)
     return len(ids)

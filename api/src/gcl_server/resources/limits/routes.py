@@ -5,6 +5,7 @@ from flask_smorest import Blueprint
 
 from ...services import limits as service
 from ...services import slots as engine
+from ...services import waiting
 from ..fields import validate_path_name
 from .schemas import (
     IfMatchSchema,
@@ -14,6 +15,7 @@ from .schemas import (
     LimitPutSchema,
     LimitSchema,
     LimitUpdateSchema,
+    WaiterSchema,
 )
 
 blp = Blueprint("limits", __name__, url_prefix="/api/v2/concurrency_limits", description="Global concurrency limits")
@@ -94,3 +96,11 @@ class LimitLeases(MethodView):
     def get(self, id_or_name):
         """Live leases holding a limit, oldest first"""
         return engine.leases_of(service.find(id_or_name).id)
+
+
+@blp.route("/<string:id_or_name>/waiters")
+class LimitWaiters(MethodView):
+    @blp.response(200, WaiterSchema(many=True))
+    def get(self, id_or_name):
+        """Requests waiting on the server for a limit, first in line first"""
+        return waiting.queue_of(service.find(id_or_name).id)

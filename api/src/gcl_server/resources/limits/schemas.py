@@ -59,6 +59,15 @@ class LeaseSchema(Schema):
     names = fields.List(fields.String())
 
 
+class WaiterSchema(Schema):
+    position = fields.Integer()
+    slots = fields.Integer()
+    names = fields.List(fields.String())
+    holder = fields.Dict(allow_none=True)
+    attached = fields.Boolean(metadata={"description": "False while the waiter's client re-issues its request"})
+    waiting_since = Timestamp()
+
+
 class IfMatchSchema(Schema):
     class Meta:
         unknown = "exclude"

@@ -1,6 +1,9 @@
 """Prefect-compatible slot routes: increment, decrement, leases."""
 
-from flask import current_app
+import select
+import socket
+
+from flask import current_app, request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
@@ -35,6 +38,38 @@ def _limits(rows):
     return [{"id": r.id, "name": r.name, "limit": r.limit} for r in rows]
 
 
+def waiting_options(body):
+    """Keyword arguments for a waiting acquire: bounded wait, ticket, parking capacity, disconnect probe."""
+    config = current_app.config
+    wait = body.get("wait_seconds") or 0.0
+    if wait > config["MAX_WAIT_SECONDS"]:
+        message = f"wait_seconds must be at most {config['MAX_WAIT_SECONDS']:g}."
+        raise Invalid(message, errors={"json": {"wait_seconds": [message]}})
+    return {
+        "wait_seconds": wait,
+        "ticket": body.get("queue_ticket"),
+        "max_parked": config["MAX_WAITERS"],
+        "client_gone": _client_gone_probe(request.environ.get("gunicorn.socket")) if wait else None,
+    }
+
+
+def _client_gone_probe(sock):
+    """A callable telling whether the client closed its connection (EOF on the socket) while we wait."""
+    if sock is None:
+        return None
+
+    def gone():
+        try:
+            readable, _, _ = select.select([sock], [], [], 0)
+            return bool(readable) and sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
+
+    return gone
+
+
 @blp.route("/increment")
 class Increment(MethodView):
     @blp.arguments(IncrementSchema)
@@ -49,6 +84,7 @@ class Increment(MethodView):
             body["mode"],
             lease_seconds=current_app.config["UNLEASED_TTL_SECONDS"] if concurrency else None,
             anonymous=True,
+            **waiting_options(body),
         )
         return _limits(grant.limits)
 
@@ -61,7 +97,9 @@ class IncrementWithLease(MethodView):
     def post(self, body):
         """Occupy slots on every named limit, or none, under a renewable lease"""
         seconds = lease_seconds(body.get("lease_duration"))
-        grant = engine.acquire(body["names"], body["slots"], body["mode"], seconds, body.get("holder"))
+        grant = engine.acquire(
+            body["names"], body["slots"], body["mode"], seconds, body.get("holder"), **waiting_options(body)
+        )
         return {
             "lease_id": grant.lease_id,
             "limits": _limits(grant.limits),

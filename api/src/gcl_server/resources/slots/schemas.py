@@ -23,6 +23,14 @@ class _NamesSlots(Schema):
 
 class IncrementSchema(_NamesSlots):
     create_if_missing = Bool(metadata={"description": "Accepted for Prefect clients; limits are declarative."})
+    wait_seconds = Number(
+        validate=validate.Range(min=0),
+        metadata={"description": "Wait on the server, in a FIFO queue, up to this long (at most 30 s)."},
+    )
+    queue_ticket = Str(
+        validate=validate.Length(max=64),
+        metadata={"description": "Ticket from a previous 423: re-issuing with it keeps the caller's place."},
+    )
 
     @validates("create_if_missing")
     def _no_implicit_limits(self, value, **kwargs):

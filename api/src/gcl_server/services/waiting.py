@@ -1,0 +1,262 @@
+"""Server-side waiting: a FIFO queue per limit, kept in the database beside the leases.
+
+Freed slots are handed to the queue head inside the transaction that frees them (release, decrement, revoke, limit
+change), or by the head's own timer when they free by time (lease expiry, decay). Policy: strict FIFO per limit — a
+waiter is never overtaken by a later request on any of its limits, so large requests are never starved by small ones.
+"""
+
+import json
+import time
+import uuid
+
+from ..database import db, execute
+from . import after_commit, notify, transactional
+from . import slots as engine
+
+GRACE_SECONDS = 5.0  # a detached waiter keeps its place this long for its re-issued request
+RECHECK_SECONDS = 1.0  # a parked request re-reads its row at least this often (wake-ups are hints)
+DISCONNECT_POLL_SECONDS = 0.25
+MAX_CANDIDATES = 256
+
+
+def _marks(values):
+    return ", ".join("?" for _ in values)
+
+
+def queued_ahead(limit_ids, now, before_seq=None):
+    """True when an attached, ungranted waiter queues on any of these limits (before seq, if given)."""
+    if not limit_ids:
+        return False
+    query = (
+        "SELECT 1 FROM waiter_limit wl JOIN waiter w ON w.id = wl.waiter_id "
+        f"WHERE wl.limit_id IN ({_marks(limit_ids)}) AND w.granted_at IS NULL AND w.attached = ? AND w.expires > ?"
+    )
+    params = [*limit_ids, True, now]
+    if before_seq is not None:
+        query += " AND wl.seq < ?"
+        params.append(before_seq)
+    return execute(query + " LIMIT 1", params).fetchone() is not None
+
+
+def enqueue(rows, names, slots, mode, lease_seconds, anonymous, holder, deadline, now):
+    seq = execute(db.obj.dialect.next_token_sql("waiter_seq")).fetchone()[0]
+    waiter_id = str(uuid.uuid4())
+    execute(
+        "INSERT INTO waiter (id, seq, names, slots, mode, lease_seconds, anonymous, holder, owner, attached, expires,"
+        " created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            waiter_id,
+            seq,
+            json.dumps(sorted(set(names))),
+            slots,
+            mode,
+            lease_seconds,
+            anonymous,
+            json.dumps(holder) if holder else None,
+            notify.notifier().address,
+            True,
+            deadline + GRACE_SECONDS,
+            now,
+        ),
+    )
+    for row in rows:
+        if row.active:
+            execute("INSERT INTO waiter_limit (waiter_id, limit_id, seq) VALUES (?, ?, ?)", (waiter_id, row.id, seq))
+    return waiter_id
+
+
+def reattach(ticket, deadline, now):
+    """Re-issued request: 'granted', 'waiting' (place kept) or None (ticket unknown or lapsed)."""
+    cursor = execute(
+        "UPDATE waiter SET attached = ?, owner = ?, expires = ? WHERE id = ? AND granted_at IS NULL AND expires > ?",
+        (True, notify.notifier().address, deadline + GRACE_SECONDS, ticket, now),
+    )
+    if cursor.rowcount:
+        return "waiting"
+    row = execute("SELECT granted_at FROM waiter WHERE id = ?", (ticket,)).fetchone()
+    return "granted" if row and row[0] is not None else None
+
+
+def _limits_of(waiter_ids):
+    found = {}
+    for waiter_id, limit_id in execute(
+        f"SELECT waiter_id, limit_id FROM waiter_limit WHERE waiter_id IN ({_marks(waiter_ids)})", waiter_ids
+    ).fetchall():
+        found.setdefault(waiter_id, set()).add(limit_id)
+    return found
+
+
+def hand_off(limit_ids, now):
+    """Grant waiters queued on these limits, oldest first, while their slots fit. Call inside a transaction."""
+    limit_ids = list(limit_ids)
+    if not limit_ids:
+        return
+    candidates = execute(
+        "SELECT id, seq, names, slots, lease_seconds, anonymous, holder, owner FROM waiter WHERE id IN "
+        f"(SELECT waiter_id FROM waiter_limit WHERE limit_id IN ({_marks(limit_ids)})) "
+        "AND granted_at IS NULL AND attached = ? AND expires > ? ORDER BY seq LIMIT ?",
+        (*limit_ids, True, now, MAX_CANDIDATES),
+    ).fetchall()
+    if not candidates:
+        return
+    limits_of = _limits_of([c[0] for c in candidates])
+    considered, blocked, targets, granted = set(limit_ids), set(), {}, False
+    for waiter_id, seq, names, slots, lease_seconds, anonymous, holder, owner in candidates:
+        mine = limits_of.get(waiter_id, set())
+        if mine & blocked:
+            continue
+        outside = mine - considered
+        if outside and queued_ahead(sorted(outside), now, before_seq=seq):
+            blocked |= mine
+            continue
+        rows = engine.lock_limits(json.loads(names))
+        if engine.blocked(rows, slots, now):
+            blocked |= mine
+            if granted:  # a new queue head: wake it so it re-times itself against the new occupancy
+                targets.setdefault(owner, []).append(waiter_id)
+        else:
+            grant = engine.grant(rows, slots, now, lease_seconds, json.loads(holder) if holder else None, anonymous)
+            execute(
+                "UPDATE waiter SET granted_at = ?, lease_id = ?, token = ?, lease_expires = ? WHERE id = ?",
+                (now, grant.lease_id, grant.token, grant.expires, waiter_id),
+            )
+            targets.setdefault(owner, []).append(waiter_id)
+            granted = True
+        if considered <= blocked:
+            break
+    if targets:
+        after_commit(lambda: notify.wake_all(targets))
+
+
+def _waiter(waiter_id):
+    return execute(
+        "SELECT names, slots, granted_at, lease_id, token, lease_expires FROM waiter WHERE id = ?", (waiter_id,)
+    ).fetchone()
+
+
+def _grant_of(row):
+    names = json.loads(row[0])
+    cursor = execute(
+        f'SELECT id, name, "limit" FROM concurrency_limit WHERE name IN ({_marks(names)}) ORDER BY name', names
+    )
+    limits = [engine.MinimalLimit(*r) for r in cursor.fetchall()]
+    return engine.Grant(limits=limits, lease_id=row[3], token=row[4], expires=row[5])
+
+
+def granted(waiter_id):
+    return _grant_of(_waiter(waiter_id))
+
+
+@transactional
+def _pass(waiter_id):
+    row = _waiter(waiter_id)
+    if row is None or row[2] is not None:
+        return
+    rows = engine.lock_limits(json.loads(row[0]))
+    hand_off([r.id for r in rows if r.active], time.time())
+
+
+@transactional
+def _detach(waiter_id):
+    """The request's wait is over: keep the place for a re-issue, unless the grant raced in."""
+    now = time.time()
+    row = _waiter(waiter_id)
+    if row is None:
+        return None
+    if row[2] is not None:
+        return _grant_of(row)
+    execute("UPDATE waiter SET attached = ?, expires = ? WHERE id = ?", (False, now + GRACE_SECONDS, waiter_id))
+    rows = engine.lock_limits(json.loads(row[0]))
+    hand_off([r.id for r in rows if r.active], now)  # whoever queued behind may go now
+    return None
+
+
+@transactional
+def _cancel(waiter_id):
+    """The client went away: leave the queue, and give back a grant it can no longer receive."""
+    now = time.time()
+    row = _waiter(waiter_id)
+    if row is None:
+        return
+    if row[3] is not None:
+        engine.release(row[3])
+    execute("DELETE FROM waiter_limit WHERE waiter_id = ?", (waiter_id,))
+    execute("DELETE FROM waiter WHERE id = ?", (waiter_id,))
+    rows = engine.lock_limits(json.loads(row[0]))
+    hand_off([r.id for r in rows if r.active], now)
+
+
+def _seconds_until_fit(names, slots, now):
+    """Read-only: when this request's slots could fit by time alone (expiry, decay); RECHECK if only a release can."""
+    rows = [r for r in engine.read_limits(names) if r.active]
+    blocked = engine.blocked(rows, slots, now)
+    if not blocked:
+        return 0.0
+    return max(engine.seconds_until_free(r, occupancy, leased, slots, now) for r, occupancy, leased in blocked)
+
+
+def wait(waiter_id, deadline, client_gone=None):
+    """Park until granted (a Grant), the deadline (None: keep the ticket), or the client leaves ('gone')."""
+    node = notify.notifier()
+    event = node.registry.register(waiter_id)
+    try:
+        recheck_at, passed = 0.0, False
+        while True:
+            now = time.time()
+            if event.is_set() or now >= recheck_at:
+                woken = event.is_set()
+                event.clear()
+                row = _waiter(waiter_id)
+                if row is None:
+                    return None
+                if row[2] is not None:
+                    return _claim(waiter_id, _grant_of(row), client_gone)
+                # After our own pass granted nothing, someone is ahead: wait to be woken (or re-check).
+                fresh = not passed or woken
+                until = _seconds_until_fit(json.loads(row[0]), row[1], now) if fresh else RECHECK_SECONDS
+                passed = False
+                if until <= 0.0:
+                    _pass(waiter_id)
+                    passed = True
+                    continue
+                recheck_at = now + min(until, RECHECK_SECONDS)
+            if now >= deadline:
+                return _detach(waiter_id)
+            if client_gone is not None and client_gone():
+                _cancel(waiter_id)
+                return "gone"
+            event.wait(max(0.0, min(recheck_at, deadline, now + DISCONNECT_POLL_SECONDS) - now))
+    finally:
+        node.registry.unregister(waiter_id)
+
+
+def _claim(waiter_id, grant, client_gone):
+    if client_gone is not None and client_gone():
+        _cancel(waiter_id)
+        return "gone"
+    return grant
+
+
+def queue_of(limit_id):
+    """Waiters queued on a limit, first in line first (tickets are not shown: they carry a place)."""
+    rows = execute(
+        "SELECT w.seq, w.slots, w.names, w.holder, w.attached, w.created FROM waiter_limit wl "
+        "JOIN waiter w ON w.id = wl.waiter_id WHERE wl.limit_id = ? AND w.granted_at IS NULL AND w.expires > ? "
+        "ORDER BY w.seq",
+        (limit_id, time.time()),
+    ).fetchall()
+    return [
+        {
+            "position": i + 1,
+            "slots": r[1],
+            "names": json.loads(r[2]),
+            "holder": json.loads(r[3]) if r[3] else None,
+            "attached": bool(r[4]),
+            "waiting_since": r[5],
+        }
+        for i, r in enumerate(rows)
+    ]
+
+
+def parked_here():
+    return len(notify.notifier().registry)

@@ -1,0 +1,230 @@
+"""Server-side waiting on a real gunicorn server: FIFO hand-off, expiry and decay on time, tickets, abandonment."""
+
+import json
+import queue
+import socket
+import threading
+import time
+
+import pytest
+import requests
+
+
+@pytest.fixture
+def server(server_factory):
+    return server_factory(workers=2)
+
+
+class Api:
+    def __init__(self, server):
+        self.base = server.limits_url
+        self.session = requests.Session()
+
+    def make(self, name, limit, **extra):
+        response = self.session.post(f"{self.base}/", json={"name": name, "limit": limit, **extra}, timeout=5)
+        assert response.status_code == 201, response.text
+
+    def acquire(self, names, slots=1, **extra):
+        body = {"names": names, "slots": slots, **extra}
+        return requests.post(f"{self.base}/increment-with-lease", json=body, timeout=60)
+
+    def release(self, lease_id):
+        response = self.session.post(f"{self.base}/decrement-with-lease", json={"lease_id": lease_id}, timeout=5)
+        assert response.status_code == 204
+
+    def queue(self, name):
+        return self.session.get(f"{self.base}/{name}/waiters", timeout=5).json()
+
+    def await_queue(self, name, length, timeout=10):
+        """Block until the limit's queue has `length` attached waiters (the event we need before acting)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if len([w for w in self.queue(name) if w["attached"]]) == length:
+                return
+            time.sleep(0.01)
+        raise AssertionError(f"queue of {name} never reached {length}: {self.queue(name)}")
+
+    def active(self, name):
+        return self.session.get(f"{self.base}/{name}", timeout=5).json()["active_slots"]
+
+
+def in_thread(fn, *args, **kwargs):
+    box = {}
+
+    def run():
+        box["at_start"] = time.monotonic()
+        box["result"] = fn(*args, **kwargs)
+        box["at_end"] = time.monotonic()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    box["thread"] = thread
+    return box
+
+
+def test_release_hands_the_slot_to_the_waiter_at_once(server):
+    api = Api(server)
+    api.make("db", 1)
+    held = api.acquire(["db"]).json()["lease_id"]
+    waiter = in_thread(api.acquire, ["db"], wait_seconds=20)
+    api.await_queue("db", 1)
+    released_at = time.monotonic()
+    api.release(held)
+    waiter["thread"].join(30)
+    assert waiter["result"].status_code == 200
+    # handed over by the release itself: far sooner than any polling interval or the 1 s re-check
+    assert waiter["at_end"] - released_at < 0.5
+    assert api.active("db") == 1 and api.queue("db") == []
+
+
+def test_waiters_are_served_first_come_first_served(server):
+    api = Api(server)
+    api.make("db", 1)
+    held = api.acquire(["db"]).json()["lease_id"]
+    order, boxes = [], []
+    lock = threading.Lock()
+
+    def wait_then_hold(i):
+        response = api.acquire(["db"], wait_seconds=20, holder={"type": "test", "id": str(i)})
+        with lock:
+            order.append(i)
+        requests.post(f"{api.base}/decrement-with-lease", json={"lease_id": response.json()["lease_id"]}, timeout=5)
+        return response.status_code
+
+    for i in range(6):
+        boxes.append(in_thread(wait_then_hold, i))
+        api.await_queue("db", i + 1)
+    assert [w["holder"]["id"] for w in api.queue("db")] == [str(i) for i in range(6)]
+    api.release(held)
+    for box in boxes:
+        box["thread"].join(30)
+        assert box["result"] == 200
+    assert order == list(range(6))
+    assert api.active("db") == 0
+
+
+def test_lease_expiry_wakes_the_waiter_on_time(server):
+    api = Api(server)
+    api.make("db", 1)
+    api.acquire(["db"], lease_duration=1.5)  # holder "crashes": never releases
+    started = time.monotonic()
+    response = api.acquire(["db"], wait_seconds=20)
+    waited = time.monotonic() - started
+    assert response.status_code == 200
+    assert 1.3 <= waited < 2.2, waited
+
+
+def test_rate_limit_waiter_is_granted_when_the_slot_has_decayed(server):
+    api = Api(server)
+    api.make("paced", 1, slot_decay_per_second=4.0)
+    first = requests.post(f"{api.base}/increment", json={"names": ["paced"], "slots": 1, "mode": "rate_limit"})
+    assert first.status_code == 200
+    started = time.monotonic()
+    second = requests.post(
+        f"{api.base}/increment", json={"names": ["paced"], "slots": 1, "mode": "rate_limit", "wait_seconds": 5}
+    )
+    waited = time.monotonic() - started
+    assert second.status_code == 200
+    assert 0.15 <= waited < 0.45, waited
+
+
+def test_large_requests_are_not_starved_by_small_ones(server):
+    api = Api(server)
+    api.make("pool", 5)
+    small = [api.acquire(["pool"]).json()["lease_id"] for _ in range(4)]
+    big = in_thread(api.acquire, ["pool"], 5, wait_seconds=20)
+    api.await_queue("pool", 1)
+    # one slot is free, but a small request may not overtake the queued large one
+    assert api.acquire(["pool"]).status_code == 423
+    later = in_thread(api.acquire, ["pool"], 1, wait_seconds=20)
+    api.await_queue("pool", 2)
+    for lease_id in small:
+        api.release(lease_id)
+    big["thread"].join(30)
+    assert big["result"].status_code == 200
+    assert later["thread"].is_alive() or later["result"].status_code == 423 or later.get("at_end", 0) >= big["at_end"]
+    api.release(big["result"].json()["lease_id"])
+    later["thread"].join(30)
+    assert later["result"].status_code == 200 and later["at_end"] >= big["at_end"]
+
+
+def test_multi_name_waiter_waits_for_all_its_limits(server):
+    api = Api(server)
+    api.make("a", 1)
+    api.make("b", 1)
+    on_a = api.acquire(["a"]).json()["lease_id"]
+    on_b = api.acquire(["b"]).json()["lease_id"]
+    both = in_thread(api.acquire, ["a", "b"], wait_seconds=20)
+    api.await_queue("a", 1)
+    api.release(on_a)
+    assert api.active("a") == 0 and both["thread"].is_alive()
+    api.release(on_b)
+    both["thread"].join(30)
+    assert both["result"].status_code == 200
+    assert api.active("a") == 1 and api.active("b") == 1
+
+
+def test_a_reissued_request_keeps_its_place(server):
+    api = Api(server)
+    api.make("db", 1)
+    held = api.acquire(["db"]).json()["lease_id"]
+    first = api.acquire(["db"], wait_seconds=0.3)
+    assert first.status_code == 423
+    ticket = first.json()["queue_ticket"]
+    second = in_thread(api.acquire, ["db"], wait_seconds=20)
+    api.await_queue("db", 1)  # the first is detached, keeping its place; the second waits
+    again = in_thread(api.acquire, ["db"], wait_seconds=20, queue_ticket=ticket)
+    api.await_queue("db", 2)
+    assert api.queue("db")[0]["position"] == 1
+    api.release(held)
+    again["thread"].join(30)
+    assert again["result"].status_code == 200
+    assert second["thread"].is_alive()
+    api.release(again["result"].json()["lease_id"])
+    second["thread"].join(30)
+    assert second["result"].status_code == 200
+
+
+def test_an_abandoned_waiter_drops_out_and_is_never_granted(server):
+    api = Api(server)
+    api.make("db", 1)
+    held = api.acquire(["db"]).json()["lease_id"]
+    body = json.dumps({"names": ["db"], "slots": 1, "wait_seconds": 20}).encode()
+    raw = socket.create_connection(("127.0.0.1", server.port))
+    raw.sendall(
+        b"POST /api/v2/concurrency_limits/increment-with-lease HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Type: application/json\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
+    api.await_queue("db", 1)
+    raw.close()  # the client gives up
+    api.await_queue("db", 0)
+    api.release(held)
+    assert api.active("db") == 0, "no lease may be granted to a client that left"
+
+
+def test_waiters_beyond_capacity_get_423_at_once(server_factory):
+    server = server_factory(workers=1, env={"GCL_MAX_WAITERS": "2"})
+    api = Api(server)
+    api.make("db", 1)
+    held = api.acquire(["db"]).json()["lease_id"]
+    granted = queue.Queue()
+    parked = [in_thread(lambda: granted.put(api.acquire(["db"], wait_seconds=20))) for _ in range(2)]
+    api.await_queue("db", 2)
+    started = time.monotonic()
+    refused = api.acquire(["db"], wait_seconds=20)
+    assert refused.status_code == 423 and time.monotonic() - started < 5
+    assert float(refused.headers["Retry-After"]) > 0 and "queue_ticket" not in refused.json()
+    api.release(held)
+    for _ in parked:
+        response = granted.get(timeout=30)
+        assert response.status_code == 200
+        api.release(response.json()["lease_id"])
+    for box in parked:
+        box["thread"].join(30)
+
+
+def test_wait_seconds_is_bounded(server):
+    api = Api(server)
+    api.make("db", 1)
+    response = api.acquire(["db"], wait_seconds=31)
+    assert response.status_code == 422 and "wait_seconds" in response.json()["message"]
