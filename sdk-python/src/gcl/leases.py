@@ -76,14 +76,16 @@ class LeaseKeeper:
         self._stop.set()
 
     def _run(self) -> None:
+        next_at = self._expires_at - (1 - RENEW_FRACTION) * self.lease_duration
+        if self._stop.wait(max(0.0, next_at - self._clock())):
+            return  # most bodies end before the first renewal: no session was ever needed
         transport = SyncTransport(self._config)
         try:
-            self._loop(transport)
+            self._loop(transport, next_at)
         finally:
             transport.close()
 
-    def _loop(self, transport: SyncTransport) -> None:
-        next_at = self._expires_at - (1 - RENEW_FRACTION) * self.lease_duration
+    def _loop(self, transport: SyncTransport, next_at: float) -> None:
         failures = 0
         while not self._stop.wait(max(0.0, next_at - self._clock())):
             sent = self._clock()

@@ -1,0 +1,113 @@
+"""SDK overhead per acquire+release vs raw HTTP, against one live server in one run.
+
+    .venv/bin/python sdk-python/bench/overhead.py [--api-url URL] [-n 300]
+
+Without --api-url a throw-away server is started (tests/conftest.py's Server: gunicorn, 2 workers, SQLite).
+Variants are interleaved round by round so that server drift hits them all alike; medians in ms.
+"""
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import gcl
+import httpx
+import requests
+from gcl import asyncio as gasync
+from gcl import sync as gsync
+
+BODY = {"slots": 1, "mode": "concurrency", "lease_duration": 300, "holder": {"type": "process", "id": "bench"}}
+
+
+def raw_sync(session, url, name):
+    lease = session.post(f"{url}/v2/concurrency_limits/increment-with-lease", json={**BODY, "names": [name]}).json()
+    session.post(f"{url}/v2/concurrency_limits/decrement-with-lease", json={"lease_id": lease["lease_id"]})
+
+
+async def raw_async(client, url, name):
+    resp = await client.post(f"{url}/v2/concurrency_limits/increment-with-lease", json={**BODY, "names": [name]})
+    await client.post(f"{url}/v2/concurrency_limits/decrement-with-lease", json={"lease_id": resp.json()["lease_id"]})
+
+
+def timed(fn):
+    start = time.perf_counter()
+    fn()
+    return (time.perf_counter() - start) * 1000
+
+
+def run(url, n):
+    name = f"bench-{uuid.uuid4().hex[:8]}"
+    admin = gcl.Client(url)
+    admin.upsert(name, limit=10)
+    session = requests.Session()
+    loop = asyncio.new_event_loop()
+    hx = httpx.AsyncClient()
+    aclient = gcl.AsyncClient(url)
+
+    def sdk_sync_default():
+        with gsync.concurrency(name, api_url=url):
+            pass
+
+    def sdk_sync_client():
+        with gsync.concurrency(name, client=admin):
+            pass
+
+    async def sdk_async(client):
+        async with gasync.concurrency(name, client=client, api_url=url):
+            pass
+
+    variants = {
+        "raw requests (kept-alive session)": lambda: raw_sync(session, url, name),
+        "raw requests (new session each)": lambda: raw_sync(requests.Session(), url, name),
+        "gcl.sync.concurrency (default: own session)": sdk_sync_default,
+        "gcl.sync.concurrency (client=Client)": sdk_sync_client,
+        "raw httpx.AsyncClient (kept alive)": lambda: loop.run_until_complete(raw_async(hx, url, name)),
+        "gcl.asyncio.concurrency (default: own client)": lambda: loop.run_until_complete(sdk_async(None)),
+        "gcl.asyncio.concurrency (client=AsyncClient)": lambda: loop.run_until_complete(sdk_async(aclient)),
+    }
+    samples = {label: [] for label in variants}
+    for fn in variants.values():  # warm-up
+        fn()
+    for _ in range(n):
+        for label, fn in variants.items():
+            samples[label].append(timed(fn))
+    loop.run_until_complete(hx.aclose())
+    loop.run_until_complete(aclient.aclose())
+    loop.close()
+    admin.delete(name)
+    admin.close()
+    return {label: statistics.median(values) for label, values in samples.items()}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--api-url")
+    parser.add_argument("-n", type=int, default=300)
+    args = parser.parse_args()
+    server = None
+    if args.api_url is None:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+        from tests.conftest import Server
+
+        server = Server(tempfile.mkdtemp(prefix="gcl-bench-"), workers=2).start()
+        args.api_url = server.url
+    try:
+        medians = run(args.api_url, args.n)
+    finally:
+        if server:
+            server.stop()
+    raw_sync_ms = medians["raw requests (kept-alive session)"]
+    raw_async_ms = medians["raw httpx.AsyncClient (kept alive)"]
+    print(f"acquire+release, median of {args.n} (ms); overhead vs the kept-alive raw client of the same kind")
+    for label, ms in medians.items():
+        base = raw_async_ms if "async" in label.lower() else raw_sync_ms
+        print(f"  {label:48s} {ms:7.3f}   {ms - base:+7.3f}")
+
+
+if __name__ == "__main__":
+    main()
