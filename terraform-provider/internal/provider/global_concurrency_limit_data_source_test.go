@@ -44,7 +44,7 @@ data "prefect_global_concurrency_limit" "by_name" {
 			resource.TestCheckResourceAttr(ds, "active_slots", "0"),
 		)
 	}
-	resource.Test(t, resource.TestCase{
+	resource.ParallelTest(t, resource.TestCase{
 		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
 		CheckDestroy:             testAccCheckDestroyed,
 		Steps: []resource.TestStep{{
@@ -68,7 +68,7 @@ func TestAccGlobalConcurrencyLimitDataSource_seesHeldSlots(t *testing.T) {
 		t.Fatalf("holding slots: %v", err)
 	}
 	t.Cleanup(func() { _ = accServer.releaseSlots(context.Background(), leaseID) })
-	resource.Test(t, resource.TestCase{
+	resource.ParallelTest(t, resource.TestCase{
 		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
 		Steps: []resource.TestStep{{
 			Config: testAccConfig(accServer.endpoint, fmt.Sprintf(`
@@ -94,7 +94,7 @@ func TestAccGlobalConcurrencyLimitDataSource_errors(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = c.DeleteLimit(context.Background(), other.ID) })
 	cfg := func(body string) string { return testAccConfig(accServer.endpoint, body) }
-	resource.Test(t, resource.TestCase{
+	resource.ParallelTest(t, resource.TestCase{
 		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
 		Steps: []resource.TestStep{
 			{

@@ -50,7 +50,7 @@ func TestAccGlobalConcurrencyLimit_lifecycle(t *testing.T) {
 	name := uniqueName(t, "db")
 	renamed := name + "-renamed"
 	sameID := statecheck.CompareValue(compare.ValuesSame())
-	resource.Test(t, resource.TestCase{
+	resource.ParallelTest(t, resource.TestCase{
 		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
 		CheckDestroy:             testAccCheckDestroyed,
 		Steps: []resource.TestStep{
@@ -141,7 +141,7 @@ func TestAccGlobalConcurrencyLimit_lifecycle(t *testing.T) {
 func TestAccGlobalConcurrencyLimit_outOfBandChangeIsRestored(t *testing.T) {
 	testAccPreCheck(t)
 	name := uniqueName(t, "drift")
-	resource.Test(t, resource.TestCase{
+	resource.ParallelTest(t, resource.TestCase{
 		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
 		CheckDestroy:             testAccCheckDestroyed,
 		Steps: []resource.TestStep{
@@ -177,7 +177,7 @@ func TestAccGlobalConcurrencyLimit_outOfBandDeleteIsRecreated(t *testing.T) {
 	testAccPreCheck(t)
 	name := uniqueName(t, "gone")
 	newID := statecheck.CompareValue(compare.ValuesDiffer())
-	resource.Test(t, resource.TestCase{
+	resource.ParallelTest(t, resource.TestCase{
 		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
 		CheckDestroy:             testAccCheckDestroyed,
 		Steps: []resource.TestStep{
@@ -210,7 +210,7 @@ func TestAccGlobalConcurrencyLimit_heldSlotsNeverCauseADiff(t *testing.T) {
 			_ = accServer.releaseSlots(context.Background(), leaseID)
 		}
 	})
-	resource.Test(t, resource.TestCase{
+	resource.ParallelTest(t, resource.TestCase{
 		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
 		CheckDestroy:             testAccCheckDestroyed,
 		Steps: []resource.TestStep{
@@ -260,7 +260,7 @@ func TestAccGlobalConcurrencyLimit_nameConflictExplainsImport(t *testing.T) {
 		t.Fatalf("creating the pre-existing limit: %v", err)
 	}
 	t.Cleanup(func() { _ = c.DeleteLimit(context.Background(), name) })
-	resource.Test(t, resource.TestCase{
+	resource.ParallelTest(t, resource.TestCase{
 		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
 		Steps: []resource.TestStep{{
 			Config: limitConfig(name, 2, nil, nil),
@@ -279,7 +279,7 @@ func TestAccGlobalConcurrencyLimit_invalidValuesFailAtPlan(t *testing.T) {
 			ExpectError: regexp.MustCompile(want),
 		}
 	}
-	resource.Test(t, resource.TestCase{
+	resource.ParallelTest(t, resource.TestCase{
 		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
 		Steps: []resource.TestStep{
 			step("a/b", 1, nil, `must not contain any of / % & > <`),
