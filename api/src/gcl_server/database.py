@@ -132,13 +132,15 @@ def open_database(url=None):
             "user": unquote(parsed.username) if parsed.username else None,
             "password": unquote(parsed.password) if parsed.password else None,
         }
+        # Pool per worker process: at most max_connections, a request waits pool_timeout seconds for one.
         max_connections = int(query.pop("max_connections", "32"))
+        pool_timeout = float(query.pop("pool_timeout", "10"))
         kwargs.update(query)
         database = PostgresPool(
             parsed.path.lstrip("/") or "postgres",
             max_connections=max_connections,
             stale_timeout=300,
-            timeout=10,
+            timeout=pool_timeout,
             **{k: v for k, v in kwargs.items() if v is not None},
         )
         database.dialect = PostgresDialect(database)
