@@ -1,6 +1,7 @@
 """Several gunicorn nodes on one PostgreSQL: limits hold exactly across the fleet, and a crashed node loses nothing."""
 
 import multiprocessing
+import threading
 import time
 import uuid
 from concurrent.futures import ProcessPoolExecutor
@@ -133,3 +134,36 @@ def test_killed_node_leases_expire_on_time_and_nothing_else_is_lost(pg_url, serv
         released = requests.post(survivor.root + DECREMENT, json={"lease_id": lease_id}, timeout=10)
         assert released.status_code == 204
     assert active_slots(survivor, name) == 0
+
+
+def test_parked_requests_do_not_pin_pooled_connections(pg_url, server_factory):
+    # A pool of 3 connections that gives up after 1 s: parked requests holding one each would starve the rest (500).
+    node = server_factory(workers=1, database_url=f"{pg_url}?max_connections=3&pool_timeout=1")
+    name = f"{uuid.uuid4().hex[:8]}-parked"
+    create_limit(node, name, 1)
+    held = _acquire(node, name, lease=60)
+    assert held.status_code == 200
+    statuses = []
+
+    def park():
+        response = requests.post(
+            node.root + INCREMENT,
+            json={"names": [name], "slots": 1, "lease_duration": 60, "wait_seconds": 3},
+            timeout=30,
+        )
+        statuses.append(response.status_code)
+        if response.status_code == 200:
+            requests.post(node.root + DECREMENT, json={"lease_id": response.json()["lease_id"]}, timeout=10)
+
+    waiters = [threading.Thread(target=park) for _ in range(8)]
+    for thread in waiters:
+        thread.start()
+    time.sleep(1.5)  # all parked, past the pool timeout
+    assert active_slots(node, name) == 1
+    assert (
+        requests.post(node.root + DECREMENT, json={"lease_id": held.json()["lease_id"]}, timeout=10).status_code == 204
+    )
+    for thread in waiters:
+        thread.join(timeout=30)
+    assert sorted(statuses) == [200] * 8  # each handed the slot in turn, none starved of a connection
+    assert active_slots(node, name) == 0

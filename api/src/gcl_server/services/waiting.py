@@ -225,6 +225,7 @@ def wait(waiter_id, deadline, client_gone=None):
             if client_gone is not None and client_gone():
                 _cancel(waiter_id)
                 return "gone"
+            db.obj.dialect.release_connection()  # PostgreSQL: a parked request must not pin a pooled connection
             event.wait(max(0.0, min(recheck_at, deadline, now + DISCONNECT_POLL_SECONDS) - now))
     finally:
         node.registry.unregister(waiter_id)
