@@ -160,8 +160,11 @@ func (c *Client) send(ctx context.Context, method, target string, payload []byte
 
 func (c *Client) decode(method, path string, resp *http.Response, data []byte, out any) error {
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
-		if out == nil || len(bytes.TrimSpace(data)) == 0 {
+		if out == nil {
 			return nil
+		}
+		if len(bytes.TrimSpace(data)) == 0 {
+			return fmt.Errorf("%s %s: HTTP %d with an empty body, expected JSON", method, path, resp.StatusCode)
 		}
 		if err := json.Unmarshal(data, out); err != nil {
 			return fmt.Errorf("%s %s: decoding response: %w", method, path, err)

@@ -244,3 +244,17 @@ func TestErrorMessagesCarryEnvelopeButNeverTheKey(t *testing.T) {
 		t.Errorf("error %q leaks the API key", msg)
 	}
 }
+
+func TestEmptySuccessBodyIsAnErrorWhenJSONIsExpected(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusOK)
+	}))
+	defer srv.Close()
+	c := newTestClient(t, srv, 0)
+	if _, err := c.GetLimit(context.Background(), "db"); err == nil || !strings.Contains(err.Error(), "empty body") {
+		t.Errorf("GetLimit on an empty 200 = %v, want an empty-body error", err)
+	}
+	if err := c.DeleteLimit(context.Background(), "db"); err != nil {
+		t.Errorf("DeleteLimit expects no body, got %v", err)
+	}
+}
