@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import traceback
@@ -64,6 +65,7 @@ def main(argv=None):
                     continue
                 print(f"[{backend}] {name} ...", flush=True)
                 t0 = time.perf_counter()
+                load_before = os.getloadavg()[0]
                 ctx = Context(backends, backend, args.quick, duration, rate_duration, log=_log)
                 try:
                     run[name] = fn(ctx)
@@ -71,6 +73,8 @@ def main(argv=None):
                     traceback.print_exc()
                     run[name] = {"error": f"{type(exc).__name__}: {exc}"[:500]}
                 run[name]["elapsed_s"] = round(time.perf_counter() - t0, 1)
+                # Other work on the machine skews every figure: keep the 1-minute load average beside them.
+                run[name]["loadavg_1min"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
                 print(f"[{backend}] {name} done in {run[name]['elapsed_s']} s", flush=True)
     finally:
         backends.close()

@@ -143,6 +143,9 @@ def markdown(data):
                 out += [f"Failed: `{res['error']}`", ""]
                 continue
             out += _details(name, res)
+            if "loadavg_1min" in res:
+                before, after = res["loadavg_1min"]
+                out += ["", f"_{res['elapsed_s']} s; 1-minute load average {before} before, {after} after._"]
             out.append("")
     return "\n".join(out) + "\n"
 
@@ -179,6 +182,7 @@ def _details(name, res):
             ("per_client_max", "max"),
             ("jain", "Jain"),
             ("max_concurrency", "max conc"),
+            ("longest_grant_gap_ms", "longest gap"),
             ("status_5xx", "5xx"),
             ("client_errors", "errors"),
         ]
@@ -209,11 +213,12 @@ def _details(name, res):
             _table(keys, [[r[k] for k in keys] for r in res["runs"]]),
         ]
     if name == "rate":
-        keys = ["rate_per_s", "mode", "grants", "expected", "achieved_over_configured", "achieved_per_s"]
-        keys += ["requests_per_grant", "status_5xx"]
+        keys = ["rate_per_s", "mode", "grants", "expected", "count_over_expected", "achieved_per_s"]
+        keys += ["achieved_over_configured", "longest_gap_ms", "requests_per_grant", "status_5xx"]
         return [
             f"limit 1, {res['clients']} client threads, {res['duration_s']} s; expected = 1 + rate × duration "
-            "(the initially free slot, then the decay).",
+            "(the initially free slot, then the decay); achieved/s = (grants − 1) / (last grant − first grant), "
+            "the figure compared with the target (a fixed window's count is off by up to one grant at its end).",
             "",
             _table(keys, [[r[k] for k in keys] for r in res["runs"]]),
         ]
@@ -231,11 +236,13 @@ def _details(name, res):
         ]
     if name == "waiters":
         keys = ["mode", "served", "total_s", "grants_per_s", "wait_p50_ms", "wait_p99_ms", "max_wait_ms"]
-        keys += ["max_concurrency", "requests_per_grant", "status_5xx", "client_errors"]
+        keys += ["max_concurrency", "longest_grant_gap_ms", "requests_per_grant", "status_5xx", "client_errors"]
         lines = [
             f"{res['waiters']} threads at once on one limit of {res['limit']}, {res['hold_ms']} ms holds.",
             "",
-            _table(keys, [[res[k] for k in keys]]),
+            _table(keys, [[res.get(k) for k in keys]]),
+            "",
+            f"Grants per second from the start: {res.get('grants_per_second_timeline')}.",
         ]
         if res.get("crashes") or res.get("error_samples"):
             lines += ["", f"Crashes / error samples: {res.get('crashes')} {res.get('error_samples')}"]
