@@ -172,7 +172,20 @@ def retry_after(blocked_rows, slots, now):
     return max(_retry_after(r, occ, leased, slots, now) for r, occ, leased in blocked_rows)
 
 
-def grant(rows, slots, now, lease_seconds=None, holder=None, anonymous=False):
+def needs_lease(rows, lease_seconds, anonymous):
+    if lease_seconds is None:
+        return False
+    return not anonymous or any(r.active and r.rate <= 0 for r in rows)
+
+
+def new_lease(rows, now, lease_seconds, anonymous):
+    """(lease id, fencing token) for a grant that will hold a lease, else (None, None)."""
+    if not needs_lease(rows, lease_seconds, anonymous):
+        return None, None
+    return str(uuid.uuid4()), execute(db.obj.dialect.next_token_sql()).fetchone()[0]
+
+
+def grant(rows, slots, now, lease_seconds=None, holder=None, anonymous=False, lease=None):
     """Occupy slots on every active row: decaying limits in their pool, the others in a lease."""
     active = [r for r in rows if r.active]
     for r in active:
@@ -181,14 +194,10 @@ def grant(rows, slots, now, lease_seconds=None, holder=None, anonymous=False):
                 "UPDATE concurrency_limit SET decay_occupancy = ?, decay_updated = ? WHERE id = ?",
                 (decayed(r.pool, r.pool_at, r.rate, now) + slots, now, r.id),
             )
+    lease_id, token = lease or new_lease(rows, now, lease_seconds, anonymous)
     result = Grant(limits=rows)
-    if lease_seconds is None:
+    if lease_id is None:
         return result
-    held = [r for r in active if r.rate <= 0]
-    if anonymous and not held:
-        return result
-    token = execute(db.obj.dialect.next_token_sql()).fetchone()[0]
-    lease_id = str(uuid.uuid4())
     execute(
         "INSERT INTO lease (id, slots, acquired, expires, duration, token, holder, anonymous) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -287,32 +296,23 @@ def _record_occupancy(limit_ids, seconds):
 
 @transactional
 def release(lease_id):
-    """Free a lease's slots now; an unknown or already expired lease is a no-op."""
+    """Free a lease's slots now and hand them to waiters; an unknown or already expired lease is a no-op."""
     now = time.time()
-    row = execute("SELECT acquired, expires FROM lease WHERE id = ?", (lease_id,)).fetchone()
-    if row is None:
+    rows = execute(
+        "SELECT l.acquired, l.expires, ll.limit_id, ll.slots FROM lease l "
+        "LEFT JOIN lease_limit ll ON ll.lease_id = l.id WHERE l.id = ?",
+        (lease_id,),
+    ).fetchall()
+    if not rows:
         return False
-    limit_ids = [
-        r[0]
-        for r in execute("SELECT limit_id FROM lease_limit WHERE lease_id = ? AND slots > 0", (lease_id,)).fetchall()
-    ]
+    acquired, expires = rows[0][0], rows[0][1]
+    limit_ids = [r[2] for r in rows if r[2] is not None and r[3] > 0]
     execute("DELETE FROM lease_limit WHERE lease_id = ?", (lease_id,))
     execute("DELETE FROM lease WHERE id = ?", (lease_id,))
-    if row[1] > now:
-        _record_occupancy(limit_ids, now - row[0])
-        waiting.hand_off(_locked_ids(limit_ids), now)
+    if expires > now:
+        _record_occupancy(limit_ids, now - acquired)
+        waiting.hand_off(limit_ids, now)
     return True
-
-
-def _locked_ids(limit_ids):
-    """Lock these limit rows (fixed order) before handing their slots on; returns the ids that still exist."""
-    if not limit_ids:
-        return []
-    cursor = execute(
-        f"SELECT id FROM concurrency_limit WHERE id IN ({_marks(limit_ids)}) ORDER BY id" + db.obj.dialect.lock_rows,
-        list(limit_ids),
-    )
-    return [r[0] for r in cursor.fetchall()]
 
 
 @transactional
@@ -370,7 +370,7 @@ def revoke(lease_id):
     execute("DELETE FROM lease_limit WHERE lease_id = ?", (lease_id,))
     if execute("DELETE FROM lease WHERE id = ?", (lease_id,)).rowcount == 0:
         raise NotFound(f"Lease {lease_id} not found.")
-    waiting.hand_off(_locked_ids(limit_ids), time.time())
+    waiting.hand_off(limit_ids, time.time())
 
 
 def leases_of(limit_id):

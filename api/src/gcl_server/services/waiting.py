@@ -115,11 +115,16 @@ def hand_off(limit_ids, now):
             if granted:  # a new queue head: wake it so it re-times itself against the new occupancy
                 targets.setdefault(owner, []).append(waiter_id)
         else:
-            grant = engine.grant(rows, slots, now, lease_seconds, json.loads(holder) if holder else None, anonymous)
-            execute(
-                "UPDATE waiter SET granted_at = ?, lease_id = ?, token = ?, lease_expires = ? WHERE id = ?",
-                (now, grant.lease_id, grant.token, grant.expires, waiter_id),
-            )
+            # Claim the waiter first: under READ COMMITTED another node's hand-off may have granted it already.
+            lease = engine.new_lease(rows, now, lease_seconds, anonymous)
+            claimed = execute(
+                "UPDATE waiter SET granted_at = ?, lease_id = ?, token = ?, lease_expires = ? "
+                "WHERE id = ? AND granted_at IS NULL",
+                (now, lease[0], lease[1], now + lease_seconds if lease[0] else None, waiter_id),
+            ).rowcount
+            if not claimed:
+                continue
+            engine.grant(rows, slots, now, lease_seconds, json.loads(holder) if holder else None, anonymous, lease)
             targets.setdefault(owner, []).append(waiter_id)
             granted = True
         if considered <= blocked:

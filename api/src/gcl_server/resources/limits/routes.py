@@ -29,7 +29,7 @@ def _with_etag(limit, status=200):
 
 @blp.route("/")
 class Limits(MethodView):
-    @blp.arguments(LimitCreateSchema)
+    @blp.arguments(LimitCreateSchema())
     @blp.response(201, LimitSchema, headers=ETAG_HEADER)
     @blp.alt_response(409, description="A limit with this name exists")
     def post(self, data):
@@ -39,7 +39,7 @@ class Limits(MethodView):
 
 @blp.route("/filter")
 class LimitFilter(MethodView):
-    @blp.arguments(LimitFilterSchema)
+    @blp.arguments(LimitFilterSchema())
     @blp.response(200, LimitSchema(many=True))
     def post(self, query):
         """List limits ordered by name"""
@@ -54,8 +54,8 @@ class Limit(MethodView):
         """Read a limit by id or name"""
         return _with_etag(service.read(id_or_name))
 
-    @blp.arguments(IfMatchSchema, location="headers")
-    @blp.arguments(LimitUpdateSchema)
+    @blp.arguments(IfMatchSchema(), location="headers")
+    @blp.arguments(LimitUpdateSchema())
     @blp.response(204, headers=ETAG_HEADER)
     @blp.alt_response(409, description="Rename onto an existing name")
     @blp.alt_response(412, description="If-Match does not match")
@@ -64,8 +64,8 @@ class Limit(MethodView):
         limit = service.update(id_or_name, data, headers.get("if_match"))
         return None, 204, {"ETag": limit.etag}
 
-    @blp.arguments(IfMatchSchema, location="headers")
-    @blp.arguments(LimitPutSchema)
+    @blp.arguments(IfMatchSchema(), location="headers")
+    @blp.arguments(LimitPutSchema())
     @blp.response(200, LimitSchema, headers=ETAG_HEADER)
     @blp.alt_response(201, schema=LimitSchema, description="Created")
     @blp.alt_response(412, description="If-Match does not match")
@@ -74,7 +74,7 @@ class Limit(MethodView):
         limit, created = service.upsert(validate_path_name(id_or_name), data, headers.get("if_match"))
         return _with_etag(limit, 201 if created else 200)
 
-    @blp.arguments(IfMatchSchema, location="headers")
+    @blp.arguments(IfMatchSchema(), location="headers")
     @blp.response(204)
     @blp.alt_response(404, description="No such limit")
     def delete(self, headers, id_or_name):

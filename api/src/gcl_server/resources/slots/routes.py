@@ -72,7 +72,7 @@ def _client_gone_probe(sock):
 
 @blp.route("/increment")
 class Increment(MethodView):
-    @blp.arguments(IncrementSchema)
+    @blp.arguments(IncrementSchema())
     @blp.response(200, MinimalLimitSchema(many=True))
     @blp.alt_response(423, description=LOCKED["description"])
     def post(self, body):
@@ -91,7 +91,7 @@ class Increment(MethodView):
 
 @blp.route("/increment-with-lease")
 class IncrementWithLease(MethodView):
-    @blp.arguments(IncrementWithLeaseSchema)
+    @blp.arguments(IncrementWithLeaseSchema())
     @blp.response(200, LeaseGrantSchema)
     @blp.alt_response(423, description=LOCKED["description"])
     def post(self, body):
@@ -110,7 +110,7 @@ class IncrementWithLease(MethodView):
 
 @blp.route("/decrement")
 class Decrement(MethodView):
-    @blp.arguments(DecrementSchema)
+    @blp.arguments(DecrementSchema())
     @blp.response(200, MinimalLimitSchema(many=True))
     def post(self, body):
         """Free slots taken with /increment (clamped at zero)"""
@@ -119,7 +119,7 @@ class Decrement(MethodView):
 
 @blp.route("/decrement-with-lease")
 class DecrementWithLease(MethodView):
-    @blp.arguments(DecrementWithLeaseSchema)
+    @blp.arguments(DecrementWithLeaseSchema())
     @blp.response(204)
     def post(self, body):
         """Release a lease's slots; an unknown lease is a no-op"""
@@ -128,7 +128,7 @@ class DecrementWithLease(MethodView):
 
 @blp.route("/leases/<uuid:lease_id>/renew")
 class Renew(MethodView):
-    @blp.arguments(RenewSchema)
+    @blp.arguments(RenewSchema())
     @blp.response(204)
     @blp.alt_response(410, description="The lease expired or was revoked")
     def post(self, body, lease_id):
