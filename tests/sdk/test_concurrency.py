@@ -305,3 +305,54 @@ def test_explicit_client_and_config_precedence(live_server, admin, make_limit, m
             return slots(admin, name)
 
     assert asyncio.run(main()) == 1
+
+
+# ---------------------------------------------------------------- callers that give up mid-acquisition
+
+
+def test_interrupts_at_any_point_leak_nothing_sync(admin, make_limit):
+    import _thread
+    import random
+
+    name = make_limit(limit=1)
+    rng = random.Random(7)
+    interrupted = 0
+    for _ in range(30):
+        timer = threading.Timer(rng.uniform(0, 0.03), _thread.interrupt_main)
+        try:
+            timer.start()
+            with gsync.concurrency(name, timeout_seconds=10):
+                pass
+            timer.join()
+            for _ in range(10_000):  # let the pending KeyboardInterrupt land inside the try
+                pass
+        except KeyboardInterrupt:
+            interrupted += 1
+    assert interrupted == 30
+    assert wait_for(lambda: admin.leases(name) == [], timeout=10)
+    assert admin.read(name).active_slots == 0
+
+
+def test_cancellation_at_any_point_leaks_nothing_async(admin, make_limit):
+    name = make_limit(limit=1)
+
+    async def once():
+        async with gasync.concurrency(name, timeout_seconds=10):
+            await asyncio.sleep(0)
+
+    async def main():
+        gave_up = 0
+        for i in range(30):
+            try:
+                await asyncio.wait_for(once(), timeout=i * 0.0007)
+            except TimeoutError:
+                gave_up += 1
+        for _ in range(500):  # clean-ups of abandoned grants finish in the background
+            if not gasync._BACKGROUND:
+                break
+            await asyncio.sleep(0.01)
+        return gave_up
+
+    assert asyncio.run(main()) > 0
+    assert wait_for(lambda: admin.leases(name) == [], timeout=10)
+    assert admin.read(name).active_slots == 0

@@ -100,9 +100,13 @@ class AsyncConcurrencyContext:
             if own and not sender.handed_off:
                 await self._transport.aclose()
             raise
-        if msg := missing_message(grant):
-            warnings.warn(msg, MissingLimitWarning, stacklevel=2)
         self._held = HeldSlots(grant)
+        if msg := missing_message(grant):
+            try:
+                warnings.warn(msg, MissingLimitWarning, stacklevel=2)
+            except BaseException:  # a warning turned into an error: do not leak the grant
+                await self.__aexit__(None, None, None)
+                raise
         if grant.lease_id and grant.limits and self._spec.lease_duration:
             self._loop = asyncio.get_running_loop()
             self._task = asyncio.current_task()

@@ -55,8 +55,8 @@ class _GuardedSender:
                     return
             self._finish_orphan(result.get("resp"))
 
-        threading.Thread(target=work, name="gcl-acquire").start()
         try:
+            threading.Thread(target=work, name="gcl-request").start()  # start() waits: an interrupt may land here
             done.wait()
         except BaseException:
             self.handed_off = True
@@ -106,14 +106,18 @@ class ConcurrencyContext:
             if own and not sender.handed_off:
                 self._transport.close()
             raise
-        if msg := missing_message(grant):
-            warnings.warn(msg, MissingLimitWarning, stacklevel=2)
         self._held = HeldSlots(grant)
-        if grant.lease_id and grant.limits and self._spec.lease_duration:
-            self._owner = threading.get_ident()
-            self._held.keeper = LeaseKeeper(
-                self._config, grant.lease_id, self._spec.lease_duration, self._on_lost, sender.last_sent
-            ).start()
+        try:
+            if grant.lease_id and grant.limits and self._spec.lease_duration:
+                self._owner = threading.get_ident()
+                self._held.keeper = LeaseKeeper(
+                    self._config, grant.lease_id, self._spec.lease_duration, self._on_lost, sender.last_sent
+                ).start()
+            if msg := missing_message(grant):
+                warnings.warn(msg, MissingLimitWarning, stacklevel=2)
+        except BaseException:  # e.g. KeyboardInterrupt, or a warning turned into an error: do not leak the grant
+            self.__exit__(None, None, None)
+            raise
         return self._held
 
     def _on_lost(self, err: LeaseLostError) -> None:
@@ -125,19 +129,16 @@ class ConcurrencyContext:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> bool:
-        with self._lock:
-            self._exiting = True
-            if self._interrupted and not isinstance(exc, LeaseLostInterrupt):
-                interrupt_thread(self._owner, None)  # drop an interrupt the body never saw
         held = self._held
-        if held.keeper is not None:
-            held.keeper.stop()
         try:
-            if held.lease_id and not run_sync(release_flow(held.lease_id), self._transport.send):
-                warnings.warn(release_failed_message(held.lease_id), ReleaseFailedWarning, stacklevel=2)
+            with self._lock:
+                self._exiting = True
+                if self._interrupted and not isinstance(exc, LeaseLostInterrupt):
+                    interrupt_thread(self._owner, None)  # drop an interrupt the body never saw
+            if held.keeper is not None:
+                held.keeper.stop()
         finally:
-            if self._client is None and self._transport is not None:
-                self._transport.close()
+            self._release()
         lost = held.keeper.lost if held.keeper else None
         if lost is None:
             return False
@@ -147,6 +148,17 @@ class ConcurrencyContext:
         if exc is None or isinstance(exc, LeaseLostInterrupt):
             raise LeaseLostError(str(lost), status_code=410) from exc
         return False
+
+    def _release(self) -> None:
+        held = self._held
+        try:
+            # Through the guarded sender too: a second Ctrl-C cannot abort a release in flight.
+            sender = _GuardedSender(self._transport, own=False)
+            if held.lease_id and not run_sync(release_flow(held.lease_id), sender):
+                warnings.warn(release_failed_message(held.lease_id), ReleaseFailedWarning, stacklevel=3)
+        finally:
+            if self._client is None and self._transport is not None:
+                self._transport.close()
 
 
 def concurrency(
