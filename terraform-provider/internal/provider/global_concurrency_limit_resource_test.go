@@ -87,7 +87,7 @@ func TestAccGlobalConcurrencyLimit_lifecycle(t *testing.T) {
 				ImportStateVerify: true,
 			},
 			{ // update limit and decay in place
-				Config: limitConfig(name, 7, nil, ptr(0.5)),
+				Config: limitConfig(name, 7, nil, ptr(0.1)),
 				ConfigPlanChecks: resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{
 					plancheck.ExpectResourceAction(limitAddr, plancheck.ResourceActionUpdate),
 					plancheck.ExpectKnownValue(limitAddr, tfjsonpath.New("id"), knownvalue.NotNull()),
@@ -95,19 +95,19 @@ func TestAccGlobalConcurrencyLimit_lifecycle(t *testing.T) {
 				}},
 				Check: resource.ComposeAggregateTestCheckFunc(
 					resource.TestCheckResourceAttr(limitAddr, "limit", "7"),
-					resource.TestCheckResourceAttr(limitAddr, "slot_decay_per_second", "0.5"),
+					resource.TestCheckResourceAttr(limitAddr, "slot_decay_per_second", "0.1"),
 				),
 				ConfigStateChecks: []statecheck.StateCheck{sameID.AddStateValue(limitAddr, tfjsonpath.New("id"))},
 			},
 			{ // rename in place: same id, old name gone
-				Config: limitConfig(renamed, 7, nil, ptr(0.5)),
+				Config: limitConfig(renamed, 7, nil, ptr(0.1)),
 				ConfigPlanChecks: resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{
 					plancheck.ExpectResourceAction(limitAddr, plancheck.ResourceActionUpdate),
 				}},
 				Check: resource.ComposeAggregateTestCheckFunc(
 					resource.TestCheckResourceAttr(limitAddr, "name", renamed),
 					checkServer(t, renamed, func(l *client.Limit) error {
-						if l.Limit != 7 || l.SlotDecayPerSecond != 0.5 {
+						if l.Limit != 7 || l.SlotDecayPerSecond != 0.1 {
 							return fmt.Errorf("server holds %+v", l)
 						}
 						return nil
@@ -116,7 +116,7 @@ func TestAccGlobalConcurrencyLimit_lifecycle(t *testing.T) {
 				ConfigStateChecks: []statecheck.StateCheck{sameID.AddStateValue(limitAddr, tfjsonpath.New("id"))},
 			},
 			{ // deactivate, then a plan with the same config must be empty
-				Config: limitConfig(renamed, 7, ptr(false), ptr(0.5)),
+				Config: limitConfig(renamed, 7, ptr(false), ptr(0.1)),
 				Check: resource.ComposeAggregateTestCheckFunc(
 					resource.TestCheckResourceAttr(limitAddr, "active", "false"),
 					checkServer(t, renamed, func(l *client.Limit) error {
@@ -128,7 +128,7 @@ func TestAccGlobalConcurrencyLimit_lifecycle(t *testing.T) {
 				),
 			},
 			{ // removing `active` goes back to the default (true)
-				Config: limitConfig(renamed, 7, nil, ptr(0.5)),
+				Config: limitConfig(renamed, 7, nil, ptr(0.1)),
 				Check:  resource.TestCheckResourceAttr(limitAddr, "active", "true"),
 				ConfigStateChecks: []statecheck.StateCheck{
 					sameID.AddStateValue(limitAddr, tfjsonpath.New("id")),
