@@ -8,6 +8,7 @@ import logging
 import os
 import socket
 import threading
+import time
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,52 @@ class Notifier:
             log.debug("wake-up to %s not delivered; the waiter re-checks on its own", owner)
 
 
+class PostgresNotifier:
+    """LISTEN/NOTIFY: a wake-up NOTIFY sent inside the granting transaction is delivered exactly at its commit,
+    to every node; each node wakes the waiters it holds. One dedicated listening connection per process."""
+
+    CHANNEL = "gcl_wake"
+
+    def __init__(self, database):
+        self.registry = Registry()
+        self.address = f"pg:{socket.gethostname()}:{os.getpid()}"
+        self._pid = os.getpid()
+        self._params = dict(database=database.database, **database.connect_params)
+        self._thread = threading.Thread(target=self._listen, name="gcl-wakeups", daemon=True)
+        self._thread.start()
+
+    def _listen(self):
+        import select
+
+        import psycopg2
+
+        backoff = 0.1
+        while True:
+            try:
+                conn = psycopg2.connect(**self._params)
+                conn.autocommit = True
+                conn.cursor().execute(f"LISTEN {self.CHANNEL}")
+                backoff = 0.1
+                while True:
+                    if select.select([conn], [], [], 5.0)[0]:
+                        conn.poll()
+                        while conn.notifies:
+                            for waiter_id in conn.notifies.pop(0).payload.split(","):
+                                self.registry.wake(waiter_id)
+            except Exception:  # the database went away: waiters fall back to their own re-checks meanwhile
+                log.warning("wake-up listener lost its connection; reconnecting", exc_info=True)
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    def send_in_transaction(self, execute, waiter_ids):
+        for start in range(0, len(waiter_ids), 100):  # NOTIFY payloads are limited to 8000 bytes
+            execute("SELECT pg_notify(?, ?)", (self.CHANNEL, ",".join(waiter_ids[start : start + 100])))
+
+    def send(self, owner, waiter_ids):
+        for waiter_id in waiter_ids:
+            self.registry.wake(waiter_id)
+
+
 _notifier = None
 _notifier_lock = threading.Lock()
 
@@ -84,7 +131,12 @@ def notifier():
     global _notifier
     with _notifier_lock:
         if _notifier is None or _notifier._pid != os.getpid():
-            _notifier = Notifier(os.environ.get("GCL_NOTIFY_HOST", "127.0.0.1"))
+            from ..database import db
+
+            if db.obj.dialect.name == "postgresql":
+                _notifier = PostgresNotifier(db.obj)
+            else:
+                _notifier = Notifier(os.environ.get("GCL_NOTIFY_HOST", "127.0.0.1"))
         return _notifier
 
 
@@ -95,3 +147,17 @@ def wake_all(targets):
     node = notifier()
     for owner, ids in targets.items():
         node.send(owner, ids)
+
+
+def on_commit(targets):
+    """Wake these waiters once the current transaction commits: local ones directly, others by datagram or NOTIFY."""
+    from ..database import execute
+    from . import after_commit
+
+    node = notifier()
+    remote = {owner: ids for owner, ids in targets.items() if owner != node.address}
+    if remote and isinstance(node, PostgresNotifier):
+        node.send_in_transaction(execute, [i for ids in remote.values() for i in ids])
+        targets = {owner: ids for owner, ids in targets.items() if owner == node.address}
+    if targets:
+        after_commit(lambda: wake_all(targets))

@@ -10,7 +10,7 @@ import time
 import uuid
 
 from ..database import db, execute
-from . import after_commit, notify, transactional
+from . import notify, transactional
 from . import slots as engine
 
 GRACE_SECONDS = 5.0  # a detached waiter keeps its place this long for its re-issued request
@@ -130,7 +130,7 @@ def hand_off(limit_ids, now):
         if considered <= blocked:
             break
     if targets:
-        after_commit(lambda: notify.wake_all(targets))
+        notify.on_commit(targets)
 
 
 def _waiter(waiter_id):
