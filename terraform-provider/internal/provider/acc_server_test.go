@@ -75,7 +75,9 @@ func startControlPlane(dir, apiKey string) (*controlPlane, error) {
 		"--no-control-socket", "gcl_server:create_app()")
 	cp.cmd.Dir = dir
 	cp.cmd.Stdout, cp.cmd.Stderr = logFile, logFile
-	cp.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Own process group so stop() reaches the workers too; Pdeathsig stops the master even when the
+	// test binary dies without running its defers (a panic, a -timeout, an interrupt).
+	cp.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
 	env := []string{}
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "GCL_") && !strings.HasPrefix(kv, "DATABASE_URL=") {
