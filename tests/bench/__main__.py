@@ -30,7 +30,11 @@ def main(argv=None):
     parser.add_argument("--only", default="", help=f"comma-separated scenarios: {', '.join(SCENARIOS)}")
     parser.add_argument("--duration", type=float, default=None, help="seconds per contended run (20; 10 with --quick)")
     parser.add_argument("--rate-duration", type=float, default=None, help="seconds per rate/mixed run (10; 5 quick)")
-    parser.add_argument("--backends", default="sqlite,postgresql", help="sqlite,postgresql (PostgreSQL if available)")
+    parser.add_argument(
+        "--backends",
+        default=None,
+        help="comma-separated: sqlite,postgresql (default: both, PostgreSQL if available; --quick: sqlite)",
+    )
     parser.add_argument("--output", default=str(RESULTS), help="results directory")
     args = parser.parse_args(argv)
 
@@ -50,7 +54,8 @@ def main(argv=None):
         "notes": [],
         "runs": {},
     }
-    backends = Backends([b.strip() for b in args.backends.split(",") if b.strip()])
+    wanted = args.backends or ("sqlite" if args.quick else "sqlite,postgresql")
+    backends = Backends([b.strip() for b in wanted.split(",") if b.strip()])
     try:
         available = backends.available()
         if backends.pg_error:

@@ -172,6 +172,8 @@ def _details(name, res):
             ("mode", "mode"),
             ("cycles_per_s", "cycles/s"),
             ("utilization", "util"),
+            ("utilization_observed", "util obs."),
+            ("hold_observed_p50_ms", "hold obs. p50"),
             ("requests_per_grant", "req/grant"),
             ("wait_p50_ms", "wait p50"),
             ("wait_p99_ms", "wait p99"),
@@ -188,7 +190,9 @@ def _details(name, res):
         ]
         lines = [
             f"Limit {res['limit']}, {res['clients']} clients, {res['duration_s']} s per run; server-side waiting "
-            f"supported: {_fmt(res.get('waiting_supported'))}. Times in ms. Hand-off = k-th grant response after "
+            f"supported: {_fmt(res.get('waiting_supported'))}. Times in ms. util = grants × nominal hold / (limit × "
+            "duration); util obs. uses the hold intervals the clients observed (grant response → release sent), "
+            "longer than nominal when the machine wakes a sleeping client late. Hand-off = k-th grant response after "
             "the first 5 minus the k-th release request sent (slot freed by its holder → next holder running); "
             "measured from the release response instead: p50 "
             + ", ".join(

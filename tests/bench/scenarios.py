@@ -43,12 +43,12 @@ class Context:
 # =================================================================================================== clients
 
 
-def contended_client(cfg, index, start_at):
+def contended_client(cfg, index, start_at, session):
     """One client: acquire / hold / release until the deadline. Times are time.monotonic() (system-wide)."""
     occupy = cfg["occupy"][index] if isinstance(cfg["occupy"], list) else cfg["occupy"]
     hold = cfg["hold"]
     deadline = start_at + cfg["duration"]
-    with requests.Session() as session:
+    with session:
         acq = Acquirer(session, cfg["limits_url"], cfg["mode"], jitter=cfg.get("jitter", 0.2))
         acq.rng.seed(index * 7919 + 1)
         delay = start_at - time.monotonic()
@@ -86,9 +86,10 @@ def _warm(limits_url):
 
 def _thread_client(cfg, index, ready, go, box, out):
     try:
+        session = _warm(cfg["limits_url"])  # the keep-alive connection is open before the start
         ready.release()
         go.wait()
-        out[index] = contended_client(cfg, index, box["start_at"])
+        out[index] = contended_client(cfg, index, box["start_at"], session)
     except Exception as exc:  # noqa: BLE001 - reported
         out[index] = {"index": index, "crash": repr(exc)}
 
@@ -109,10 +110,10 @@ def run_threads(cfg, clients):
 
 def _process_client(cfg, index, ready, go, start_value, results):
     try:
-        _warm(cfg["limits_url"]).close()
+        session = _warm(cfg["limits_url"])
         ready.put(index)
         go.wait()
-        results.put(contended_client(cfg, index, start_value.value))
+        results.put(contended_client(cfg, index, start_value.value, session))
     except Exception as exc:  # noqa: BLE001 - reported
         results.put({"index": index, "crash": repr(exc)})
 
@@ -150,6 +151,9 @@ def analyze(results, limit, duration, start_at, hold):
     # (client, occupy, t_req, t_grant, t_exit, t_done, nreq)
     in_window = [c for c in cycles if c[3] <= end]
     counts = [sum(1 for c in in_window if c[0] == r["index"]) for r in results]
+    # Utilisation: nominal hold × slots per grant in the window (400 cycles/s of 10 ms on 5 slots = 0.80), and the
+    # hold intervals as the clients saw them (longer than nominal when a loaded machine wakes a sleeper late).
+    held_nominal = sum(hold * c[1] for c in in_window)
     held = sum(max(0.0, min(c[4], end) - max(c[3], start_at)) * c[1] for c in cycles)
     waits = [c[3] - c[2] for c in cycles]
     # Hand-off: the k-th grant after the first `limit` ones took the slot freed by the k-th release
@@ -169,7 +173,9 @@ def analyze(results, limit, duration, start_at, hold):
         "clients": len(results) + len(crashes),
         "grants": len(in_window),
         "cycles_per_s": round(len(in_window) / duration, 1),
-        "utilization": round(held / (limit * duration), 4),
+        "utilization": round(held_nominal / (limit * duration), 4),
+        "utilization_observed": round(held / (limit * duration), 4),
+        "hold_observed_p50_ms": ms(percentile([c[4] - c[3] for c in cycles], 50)),
         "wait_p50_ms": ms(percentile(waits, 50)),
         "wait_p99_ms": ms(percentile(waits, 99)),
         "wait_p99_over_p50": _ratio(percentile(waits, 99), percentile(waits, 50)),
@@ -298,7 +304,8 @@ def _lat(times):
 def contended(ctx):
     """Limit 5, 20 clients holding 10 ms / 100 ms; threads and processes; polling vs server-side waiting."""
     out = {"limit": 5, "clients": 20, "duration_s": ctx.duration, "runs": []}
-    holds = [0.01, 0.1]
+    # PostgreSQL: the 10 ms holds only, to keep a full run near 10 minutes (the targets are set for SQLite).
+    holds = [0.01, 0.1] if ctx.backend == "sqlite" else [0.01]
     with ctx.backends.server(ctx.backend) as server:
         waiting = probe_waiting(server.limits_url)
         out["waiting_supported"] = waiting
