@@ -224,72 +224,82 @@ def _ratio(a, b):
 
 
 def uncontended(ctx):
-    """Acquire+release on a free limit, one client, keep-alive session: raw HTTP, then the SDK."""
+    """Acquire+release on a free limit, one client, keep-alive connection: raw HTTP and the SDK, in interleaved
+    blocks (raw, SDK, raw, SDK, ...) so that a change in the machine's load hits both alike."""
     cycles = 300 if ctx.quick else 2000
-    out = {"cycles": cycles}
-    with ctx.backends.server(ctx.backend) as server:
-        session = requests.Session()
+    blocks = 4 if ctx.quick else 10
+    per_block = cycles // blocks
+    out = {"cycles": cycles, "blocks": blocks}
+    try:
+        from gcl import Client
+        from gcl.sync import concurrency
+    except ImportError as exc:
+        Client = concurrency = None
+        out["sdk"] = {"skipped": f"SDK not importable: {exc}"}
+    with ctx.backends.server(ctx.backend) as server, requests.Session() as session:
         name = unique("uncontended")
         put_limit(session, server.limits_url, name, 10)
-        body = {"names": [name], "slots": 1, "lease_duration": 60}
-        acq_t, rel_t, total = [], [], []
-        for i in range(cycles + 100):
-            t0 = time.perf_counter()
-            resp = session.post(f"{server.limits_url}/increment-with-lease", json=body, timeout=30)
-            t1 = time.perf_counter()
-            assert resp.status_code == 200, resp.text
-            resp2 = session.post(
-                f"{server.limits_url}/decrement-with-lease", json={"lease_id": resp.json()["lease_id"]}, timeout=30
-            )
-            t2 = time.perf_counter()
-            assert resp2.status_code == 204, resp2.text
-            if i >= 100:  # warm-up
-                acq_t.append(t1 - t0)
-                rel_t.append(t2 - t1)
-                total.append(t2 - t0)
-        out["raw"] = _lat(total) | {
-            "acquire_p50_ms": ms(percentile(acq_t, 50)),
-            "release_p50_ms": ms(percentile(rel_t, 50)),
+        client = Client(api_url=server.url) if Client else None
+        raw = {"acquire": [], "release": [], "total": []}
+        sdk, sdk_error = [], None
+        try:
+            _raw_cycles(session, server.limits_url, name, 100, {"acquire": [], "release": [], "total": []})
+            if client:
+                try:
+                    _sdk_cycles(concurrency, name, 50, client=client)
+                except Exception as exc:  # noqa: BLE001 - the SDK is another engineer's moving target: report
+                    sdk_error = f"SDK call failed: {type(exc).__name__}: {exc}"[:300]
+            for _ in range(blocks):
+                _raw_cycles(session, server.limits_url, name, per_block, raw)
+                if client and not sdk_error:
+                    sdk += _sdk_cycles(concurrency, name, per_block, client=client)
+        finally:
+            if client:
+                client.close()
+        out["raw"] = _lat(raw["total"]) | {
+            "acquire_p50_ms": ms(percentile(raw["acquire"], 50)),
+            "release_p50_ms": ms(percentile(raw["release"], 50)),
         }
         ctx.log(f"  raw HTTP acquire+release p50 {out['raw']['p50_ms']} ms p99 {out['raw']['p99_ms']} ms")
-        session.close()
-        try:
-            from gcl import Client
-            from gcl.sync import concurrency
-        except ImportError as exc:
-            out["sdk"] = {"skipped": f"SDK not importable: {exc}"}
-            return out
-        try:
-            out["sdk"] = _sdk_cycles(server, name, cycles, concurrency, Client, shared=True)
+        if sdk_error:
+            out["sdk"] = {"skipped": sdk_error}
+        if sdk:
+            out["sdk"] = _lat(sdk)
             out["sdk_overhead_p50_ms"] = round(out["sdk"]["p50_ms"] - out["raw"]["p50_ms"], 3)
             ctx.log(f"  SDK (shared Client) p50 {out['sdk']['p50_ms']} ms, overhead {out['sdk_overhead_p50_ms']} ms")
-            out["sdk_default"] = _sdk_cycles(server, name, min(cycles, 300), concurrency, Client, shared=False)
+            # The SDK's default (no client=): its own session, so a new connection, per `with`.
+            times = _sdk_cycles(concurrency, name, min(cycles, 300), api_url=server.url)
+            out["sdk_default"] = _lat(times)
             ctx.log(f"  SDK (default: connection per `with`) p50 {out['sdk_default']['p50_ms']} ms")
-        except Exception as exc:  # noqa: BLE001 - the SDK is another engineer's moving target: report
-            out["sdk"] = {"skipped": f"SDK call failed: {type(exc).__name__}: {exc}"[:300]}
     return out
 
 
-def _sdk_cycles(server, name, cycles, concurrency, Client, shared):
-    client = Client(api_url=server.url) if shared else None
+def _raw_cycles(session, limits_url, name, cycles, into):
+    body = {"names": [name], "slots": 1, "lease_duration": 60}
+    for _ in range(cycles):
+        t0 = time.perf_counter()
+        resp = session.post(f"{limits_url}/increment-with-lease", json=body, timeout=30)
+        t1 = time.perf_counter()
+        assert resp.status_code == 200, resp.text
+        lease = {"lease_id": resp.json()["lease_id"]}
+        resp2 = session.post(f"{limits_url}/decrement-with-lease", json=lease, timeout=30)
+        t2 = time.perf_counter()
+        assert resp2.status_code == 204, resp2.text
+        into["acquire"].append(t1 - t0)
+        into["release"].append(t2 - t1)
+        into["total"].append(t2 - t0)
+
+
+def _sdk_cycles(concurrency, name, cycles, **kwargs):
     times = []
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            for i in range(cycles + 50):
-                t0 = time.perf_counter()
-                if shared:
-                    cm = concurrency(name, occupy=1, lease_duration=60, client=client)
-                else:
-                    cm = concurrency(name, occupy=1, lease_duration=60, api_url=server.url)
-                with cm:
-                    pass
-                if i >= 50:
-                    times.append(time.perf_counter() - t0)
-    finally:
-        if client is not None:
-            client.close()
-    return _lat(times)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for _ in range(cycles):
+            t0 = time.perf_counter()
+            with concurrency(name, occupy=1, lease_duration=60, **kwargs):
+                pass
+            times.append(time.perf_counter() - t0)
+    return times
 
 
 def _lat(times):
