@@ -262,11 +262,23 @@ func TestAccGlobalConcurrencyLimit_nameConflictExplainsImport(t *testing.T) {
 	t.Cleanup(func() { _ = c.DeleteLimit(context.Background(), name) })
 	resource.ParallelTest(t, resource.TestCase{
 		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
-		Steps: []resource.TestStep{{
-			Config: limitConfig(name, 2, nil, nil),
-			ExpectError: regexp.MustCompile(`(?s)already exists.*terraform import\s+prefect_global_concurrency_limit\.<resource\s+name>\s+"` +
-				regexp.QuoteMeta(name) + `"`),
-		}},
+		CheckDestroy:             testAccCheckDestroyed,
+		Steps: []resource.TestStep{
+			{
+				Config: limitConfig(name, 2, nil, nil),
+				ExpectError: regexp.MustCompile(`(?s)already exists.*terraform import\s+prefect_global_concurrency_limit\.<resource\s+name>\s+"` +
+					regexp.QuoteMeta(name) + `"`),
+			},
+			{Config: limitConfig(name+"-mine", 2, nil, nil)},
+			{ // renaming onto the taken name is a 409 too, with its own message; state keeps the old name
+				Config:      limitConfig(name, 2, nil, nil),
+				ExpectError: regexp.MustCompile(`(?s)name already taken.*another\s+limit\s+already\s+has\s+that\s+name`),
+			},
+			{
+				Config:   limitConfig(name+"-mine", 2, nil, nil),
+				PlanOnly: true,
+			},
+		},
 	})
 }
 
