@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from tests.bench import report
-from tests.bench.harness import Backends, machine
+from tests.bench.harness import Backends, cpu_share, loadavg, machine
 from tests.bench.scenarios import SCENARIOS, Context
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -55,6 +55,8 @@ def main(argv=None):
         "runs": {},
     }
     wanted = args.backends or ("sqlite" if args.quick else "sqlite,postgresql")
+    data["machine"]["at_start"] = {"loadavg": loadavg(), "cpu_share_of_busy_loop": cpu_share()}
+    print(f"machine: {data['machine']}", flush=True)
     backends = Backends([b.strip() for b in wanted.split(",") if b.strip()])
     try:
         available = backends.available()
@@ -70,7 +72,7 @@ def main(argv=None):
                     continue
                 print(f"[{backend}] {name} ...", flush=True)
                 t0 = time.perf_counter()
-                load_before = os.getloadavg()[0]
+                load_before, share = os.getloadavg()[0], cpu_share(0.3)
                 ctx = Context(backends, backend, args.quick, duration, rate_duration, log=_log)
                 try:
                     run[name] = fn(ctx)
@@ -80,9 +82,11 @@ def main(argv=None):
                 run[name]["elapsed_s"] = round(time.perf_counter() - t0, 1)
                 # Other work on the machine skews every figure: keep the 1-minute load average beside them.
                 run[name]["loadavg_1min"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
+                run[name]["cpu_share_before"] = share
                 print(f"[{backend}] {name} done in {run[name]['elapsed_s']} s", flush=True)
     finally:
         backends.close()
+    data["machine"]["at_end"] = {"loadavg": loadavg(), "cpu_share_of_busy_loop": cpu_share()}
     data["elapsed_s"] = round(time.perf_counter() - started, 1)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)

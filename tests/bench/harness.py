@@ -228,6 +228,20 @@ def max_overlap(intervals):
 # --------------------------------------------------------------------------------------------------- machine
 
 
+def cpu_share(seconds=0.5):
+    """The fraction of one CPU a busy loop gets now (≈ 1.0 on an idle machine): how loaded the machine is."""
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    x = 0
+    while time.perf_counter() - wall0 < seconds:
+        for _ in range(1000):
+            x += 1
+    return round((time.process_time() - cpu0) / (time.perf_counter() - wall0), 3)
+
+
+def loadavg():
+    return [round(v, 2) for v in os.getloadavg()]
+
+
 def machine():
     cpu = platform.processor() or ""
     with contextlib.suppress(OSError):

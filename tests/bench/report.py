@@ -115,6 +115,11 @@ def markdown(data):
         "",
         f"Machine: {m['nproc']} CPUs ({m['cpu_model']}), {m['memory_gib']} GiB RAM, Python {m['python']}, "
         f"{m['platform']}, commit {m['git_commit']}.",
+        f"Load: 1/5/15-minute load average {m.get('at_start', {}).get('loadavg')} at the start, "
+        f"{m.get('at_end', {}).get('loadavg')} at the end; a busy loop got "
+        f"{m.get('at_start', {}).get('cpu_share_of_busy_loop')} / {m.get('at_end', {}).get('cpu_share_of_busy_loop')} "
+        "of a CPU (≈ 1.0 on an otherwise idle machine). Other work on the machine inflates every latency here.",
+        "",
         "Server: gunicorn via `tests.conftest.Server` (as `make run`: 2 gthread workers, default settings), a fresh "
         "database per scenario; clients on the same machine (they share the CPUs with the server).",
         "",
@@ -145,7 +150,11 @@ def markdown(data):
             out += _details(name, res)
             if "loadavg_1min" in res:
                 before, after = res["loadavg_1min"]
-                out += ["", f"_{res['elapsed_s']} s; 1-minute load average {before} before, {after} after._"]
+                out += [
+                    "",
+                    f"_{res['elapsed_s']} s; 1-minute load average {before} before, {after} after; a busy loop got "
+                    f"{res.get('cpu_share_before')} of a CPU just before._",
+                ]
             out.append("")
     return "\n".join(out) + "\n"
 
@@ -162,6 +171,7 @@ def _details(name, res):
         return [
             _table(["acquire+release", "p50 ms", "p99 ms", "cycles"], rows),
             "",
+            f"HTTP floor (GET /api/health, no database) p50 {res.get('health_p50_ms')} ms. "
             f"Raw: acquire p50 {res['raw']['acquire_p50_ms']} ms, release p50 {res['raw']['release_p50_ms']} ms. "
             f"SDK overhead (SDK p50 − raw p50): {res.get('sdk_overhead_p50_ms')} ms.",
         ]

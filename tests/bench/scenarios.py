@@ -261,6 +261,14 @@ def uncontended(ctx):
             "release_p50_ms": ms(percentile(raw["release"], 50)),
         }
         ctx.log(f"  raw HTTP acquire+release p50 {out['raw']['p50_ms']} ms p99 {out['raw']['p99_ms']} ms")
+        # The machine's HTTP floor: the cheapest route (no database) through the same gunicorn and client.
+        health = []
+        for _ in range(300):
+            t0 = time.perf_counter()
+            session.get(f"{server.url}/health", timeout=30)
+            health.append(time.perf_counter() - t0)
+        out["health_p50_ms"] = ms(percentile(health[50:], 50))
+        ctx.log(f"  GET /api/health p50 {out['health_p50_ms']} ms (HTTP floor)")
         if sdk_error:
             out["sdk"] = {"skipped": sdk_error}
         if sdk:
