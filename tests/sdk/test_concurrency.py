@@ -359,3 +359,25 @@ def test_cancellation_at_any_point_leaks_nothing_async(admin, make_limit):
     assert asyncio.run(main()) > 0
     assert wait_for(lambda: admin.leases(name) == [], timeout=10)
     assert admin.read(name).active_slots == 0
+
+
+def test_server_rejection_is_an_acquisition_error_sync(make_limit):
+    name = make_limit(limit=1)
+    # slots > limit: the server answers 422, which must fail at once rather than wait
+    with (
+        pytest.raises(gcl.ConcurrencySlotAcquisitionError, match=name) as info,
+        gsync.concurrency(name, occupy=2, timeout_seconds=5),
+    ):
+        pass
+    assert isinstance(info.value.__cause__, gcl.ValidationError)
+
+
+def test_server_rejection_is_an_acquisition_error_async(make_limit):
+    name = make_limit(limit=1)
+
+    async def main():
+        with pytest.raises(gcl.ConcurrencySlotAcquisitionError, match=name):
+            async with gasync.concurrency(name, occupy=2, timeout_seconds=5):
+                pass
+
+    asyncio.run(main())
