@@ -14,7 +14,7 @@ import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 
-from tests.bench import report
+from tests.bench import plot, report
 from tests.bench.harness import Backends, cpu_share, loadavg, machine
 from tests.bench.scenarios import SCENARIOS, Context
 
@@ -90,6 +90,12 @@ def main(argv=None):
     data["elapsed_s"] = round(time.perf_counter() - started, 1)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
+    png = out / "contended-waits.png"
+    png.unlink(missing_ok=True)
+    why_not = plot.plot(data, png)
+    data["plot"] = png.name if why_not is None else None
+    if why_not:
+        data["notes"].append(f"No plot: {why_not}.")
     (out / "results.json").write_text(json.dumps(data, indent=2) + "\n")
     (out / "RESULTS.md").write_text(report.markdown(data))
     print(f"wrote {out / 'results.json'} and {out / 'RESULTS.md'} ({data['elapsed_s']} s)")

@@ -140,6 +140,8 @@ def markdown(data):
             )
         )
         out.append("")
+    if data.get("plot"):
+        out += ["## Contended waits", "", f"![wait-time distributions]({data['plot']})", ""]
     for backend, run in data["runs"].items():
         out += [f"## Details — {backend}", ""]
         for name, res in run.items():

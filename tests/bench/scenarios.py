@@ -179,6 +179,7 @@ def analyze(results, limit, duration, start_at, hold):
         "wait_p50_ms": ms(percentile(waits, 50)),
         "wait_p99_ms": ms(percentile(waits, 99)),
         "wait_p99_over_p50": _ratio(percentile(waits, 99), percentile(waits, 50)),
+        "wait_percentiles_ms": [ms(percentile(waits, q)) for q in range(101)] if waits else [],
         "handoff_p50_ms": ms(percentile(handoff_sent, 50)),
         "handoff_p99_ms": ms(percentile(handoff_sent, 99)),
         "handoff_from_release_response_p50_ms": ms(percentile(handoff_done, 50)),
