@@ -116,7 +116,7 @@ class ConcurrencyContext:
             if msg := missing_message(grant):
                 warnings.warn(msg, MissingLimitWarning, stacklevel=2)
         except BaseException:  # e.g. KeyboardInterrupt, or a warning turned into an error: do not leak the grant
-            self.__exit__(None, None, None)
+            self._exit(None)
             raise
         return self._held
 
@@ -129,6 +129,12 @@ class ConcurrencyContext:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> bool:
+        try:
+            return self._exit(exc)
+        except LeaseLostInterrupt as late:  # delivered just as the body ended, before the lock below
+            raise LeaseLostError(str(self._held.keeper.lost), status_code=410) from late
+
+    def _exit(self, exc: BaseException | None) -> bool:
         held = self._held
         try:
             with self._lock:
@@ -143,7 +149,7 @@ class ConcurrencyContext:
         if lost is None:
             return False
         if not self._raise_on_loss:
-            warnings.warn(f"{lost} while the body ran (strict=False).", LeaseLostWarning, stacklevel=2)
+            warnings.warn(f"{lost} while the body ran (strict=False).", LeaseLostWarning, stacklevel=3)
             return False
         if exc is None or isinstance(exc, LeaseLostInterrupt):
             raise LeaseLostError(str(lost), status_code=410) from exc
@@ -155,7 +161,7 @@ class ConcurrencyContext:
             # Through the guarded sender too: a second Ctrl-C cannot abort a release in flight.
             sender = _GuardedSender(self._transport, own=False)
             if held.lease_id and not run_sync(release_flow(held.lease_id), sender):
-                warnings.warn(release_failed_message(held.lease_id), ReleaseFailedWarning, stacklevel=3)
+                warnings.warn(release_failed_message(held.lease_id), ReleaseFailedWarning, stacklevel=4)
         finally:
             if self._client is None and self._transport is not None:
                 self._transport.close()
