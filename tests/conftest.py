@@ -46,6 +46,11 @@ class Server:
         self.proc = None
         self.log_path = self.data_dir / f"server-{self.port}.log"
 
+    def auth_headers(self):
+        """A bearer header for the server's first API key, when it has any."""
+        keys = [k for k in self.env.get("GCL_API_KEYS", "").split(",") if k.strip()]
+        return {"Authorization": f"Bearer {keys[0].split(':')[0].strip()}"} if keys else {}
+
     @property
     def root(self):
         return f"http://127.0.0.1:{self.port}"
@@ -77,7 +82,7 @@ class Server:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log_path.read_text()[-3000:]}")
             try:
-                if requests.get(f"{self.url}/ready", timeout=1).status_code == 200:
+                if requests.get(f"{self.url}/ready", headers=self.auth_headers(), timeout=1).status_code == 200:
                     return self
             except requests.RequestException:
                 pass

@@ -13,6 +13,10 @@ keepalive = 30
 accesslog = os.environ.get("GCL_ACCESS_LOG") or None
 loglevel = os.environ.get("GCL_LOG_LEVEL", "info")
 wsgi_app = "gcl_server.wsgi:app"
+# gunicorn's control socket lives at one shared path per user: several servers on one host would clobber it.
+control_socket_disable = os.environ.get("GCL_CONTROL_SOCKET", "") == ""
+if not control_socket_disable:
+    control_socket = os.environ["GCL_CONTROL_SOCKET"]
 
 
 def on_starting(server):

@@ -287,9 +287,13 @@ def acquire(
 def _record_occupancy(limit_ids, seconds):
     if not limit_ids or seconds is None:
         return
+    where = f"id IN ({_marks(limit_ids)})"
+    if db.obj.dialect.lock_rows:
+        # PostgreSQL: lock in id order first, as lock_limits does; a plain UPDATE locks in scan order and
+        # deadlocks with overlapping acquisitions (each deadlock costs deadlock_timeout, 1 s, before the retry).
+        where = f"id IN (SELECT id FROM concurrency_limit WHERE {where} ORDER BY id{db.obj.dialect.lock_rows})"
     execute(
-        "UPDATE concurrency_limit SET avg_slot_occupancy_seconds = "
-        f"avg_slot_occupancy_seconds * ? + ? WHERE id IN ({_marks(limit_ids)})",
+        f"UPDATE concurrency_limit SET avg_slot_occupancy_seconds = avg_slot_occupancy_seconds * ? + ? WHERE {where}",
         (1 - OCCUPANCY_EMA, OCCUPANCY_EMA * max(seconds, 0.0), *limit_ids),
     )
 
