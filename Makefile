@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cat api/pyproject.toml sdk-python/pyproject.
 PY_DIRS := api tests $(wildcard sdk-python) examples
 HAS_PROVIDER := $(wildcard terraform-provider/GNUmakefile)
 
-.PHONY: run install test lint fmt openapi openapi-check test-py test-go provider e2e bench clean
+.PHONY: run install test lint fmt openapi openapi-check test-py test-pg test-go provider e2e bench clean
 
 $(STAMP):
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,7 +23,7 @@ run: $(STAMP)
 	exec $(BIN)/gunicorn -c api/gunicorn.conf.py
 
 ## Lint, check generated artefacts, run every test suite that exists.
-test: $(STAMP) lint openapi-check $(if $(HAS_PROVIDER),provider) test-py $(if $(HAS_PROVIDER),test-go)
+test: $(STAMP) lint openapi-check $(if $(HAS_PROVIDER),provider) test-py test-pg $(if $(HAS_PROVIDER),test-go)
 
 lint: $(STAMP)
 	$(BIN)/ruff check $(PY_DIRS)
@@ -41,6 +41,10 @@ openapi-check: $(STAMP)
 
 test-py: $(STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+## The API and engine suites again, on a throwaway PostgreSQL (started and stopped by the tests).
+test-pg: $(STAMP)
+	GCL_TEST_DATABASE=postgresql $(BIN)/pytest tests/api $(PYTEST_ARGS)
 
 test-go: $(STAMP)
 	$(MAKE) -C terraform-provider test
