@@ -60,6 +60,7 @@ class LeaseKeeper:
         self.lease_duration = lease_duration
         self.lost: LeaseLostError | None = None
         self.renewals = 0
+        self.failures = 0  # failed renewal attempts so far (visible for monitoring and tests)
         self._config = config
         self._on_lost = on_lost
         self._clock = clock
@@ -105,6 +106,7 @@ class LeaseKeeper:
                 next_at = sent + RENEW_FRACTION * self.lease_duration
                 continue
             failures += 1
+            self.failures += 1
             left = self._expires_at - self._clock()
             if status == 410 or left <= 0:
                 self._lose(f"Lease {self.lease_id} lost ({why}); its slots are no longer reserved")

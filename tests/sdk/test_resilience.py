@@ -1,0 +1,74 @@
+"""The control plane goes away and comes back: renewal rides it out, release warns (sync and async twins)."""
+
+import asyncio
+import logging
+
+import gcl
+import pytest
+from gcl import asyncio as gasync
+from gcl import sync as gsync
+
+from .conftest import wait_for
+
+pytestmark = pytest.mark.timeout(120)
+LEASE = 12.0  # first renewal at 9 s; the server is back (it takes ~1-2 s to start) before 12 s
+
+
+@pytest.fixture
+def server(server_factory):
+    return server_factory(workers=1)
+
+
+def outage_during_renewal(server, held):
+    """Stop the server, let a renewal fail, start it again on the same port before the lease expires."""
+    server.stop()
+    assert wait_for(lambda: held.keeper.failures >= 1, timeout=LEASE)
+    server.start()
+    assert wait_for(lambda: held.keeper.renewals >= 1, timeout=LEASE)
+
+
+def test_renewal_survives_a_short_outage_sync(server, caplog):
+    name = "outage-sync"
+    with gcl.Client(server.url) as admin:
+        admin.create(name, 1)
+        with (
+            caplog.at_level(logging.WARNING, "gcl"),
+            gsync.concurrency(name, lease_duration=LEASE, strict=True, api_url=server.url) as held,
+        ):
+            outage_during_renewal(server, held)
+            assert not held.lost and [x.lease_id for x in admin.leases(name)] == [held.lease_id]
+        assert "retrying" in caplog.text
+        assert admin.read(name).active_slots == 0
+
+
+def test_renewal_survives_a_short_outage_async(server):
+    name = "outage-async"
+    with gcl.Client(server.url) as admin:
+        admin.create(name, 1)
+
+        async def main():
+            async with gasync.concurrency(name, lease_duration=LEASE, strict=True, api_url=server.url) as held:
+                await asyncio.to_thread(outage_during_renewal, server, held)
+                return held.lost, [x.lease_id for x in admin.leases(name)] == [held.lease_id]
+
+        assert asyncio.run(main()) == (False, True)
+        assert admin.read(name).active_slots == 0
+
+
+def test_release_failure_warns_sync(server):
+    with gcl.Client(server.url) as admin:
+        admin.create("gone-sync", 1)
+    with pytest.warns(gcl.ReleaseFailedWarning, match="expires"), gsync.concurrency("gone-sync", api_url=server.url):
+        server.stop()
+
+
+def test_release_failure_warns_async(server):
+    with gcl.Client(server.url) as admin:
+        admin.create("gone-async", 1)
+
+    async def main():
+        with pytest.warns(gcl.ReleaseFailedWarning, match="expires"):
+            async with gasync.concurrency("gone-async", api_url=server.url):
+                server.stop()
+
+    asyncio.run(main())
