@@ -106,3 +106,27 @@ def test_errors_are_one_line_exit_1(gcl_cli, live_server):
 def test_help_on_every_command(gcl_cli, command):
     out = ok(gcl_cli(*command, "--help"))
     assert out.startswith("usage: gcl")
+
+
+@pytest.mark.parametrize(("answer", "deleted"), [("n", False), ("y", True)])
+def test_delete_asks_on_a_terminal(gcl_cli, admin, answer, deleted):
+    import pty
+
+    name = f"cli-{uuid.uuid4().hex[:12]}"
+    admin.create(name, 1)
+    primary, secondary = pty.openpty()
+    try:
+        os.write(primary, f"{answer}\n".encode())
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GCL_")}
+        env["GCL_API_URL"] = admin.config.api_url
+        result = subprocess.run(
+            [GCL, "delete", name], stdin=secondary, capture_output=True, text=True, env=env, timeout=30, check=False
+        )
+    finally:
+        os.close(primary)
+        os.close(secondary)
+    assert "Delete limit" in result.stdout
+    assert result.returncode == (0 if deleted else 1)
+    assert (name in [lim.name for lim in admin.list(name_prefix=name)]) is not deleted
+    if not deleted:
+        admin.delete(name)

@@ -158,3 +158,24 @@ def test_killed_holder_slot_returns_at_lease_expiry(admin, make_limit, flavour):
         child.kill()
         child.wait(10)
         child.stdout.close()
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_ctrl_c_in_a_holder_releases_at_once(admin, make_limit, flavour):
+    import signal
+
+    name = make_limit(limit=1)
+    script = textwrap.dedent(CHILD[flavour]).replace("lease_duration=2", "lease_duration=300")
+    child = subprocess.Popen([sys.executable, "-c", script, name], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert child.stdout.readline().strip() == b"held"
+        assert admin.read(name).active_slots == 1
+        child.send_signal(signal.SIGINT)
+        _, err = child.communicate(timeout=10)
+        assert child.returncode != 0 and b"KeyboardInterrupt" in err
+        assert admin.read(name).active_slots == 0 and admin.leases(name) == []  # released, not expired
+    finally:
+        child.kill()
+        child.wait(10)
+        child.stdout.close()
+        child.stderr.close()
