@@ -9,22 +9,15 @@ from pathlib import Path
 
 import gcl
 import pytest
-import requests
 from gcl import asyncio as gasync
 from gcl import sync as gsync
 
 pytestmark = pytest.mark.timeout(90)
-ADMIN_HEADERS = {"Authorization": "Bearer admin-key"}
 
 
 @pytest.fixture
 def keyed_server(server_factory):
-    # /api/ready requires a key once keys are configured (only /api/health is open), and the shared
-    # Server.start() polls /ready without one: lend it the admin key while it starts.
-    real_get = requests.get
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(requests, "get", lambda url, **kw: real_get(url, headers=ADMIN_HEADERS, **kw))
-        return server_factory(workers=1, env={"GCL_API_KEYS": "admin-key,run-key:acquire,ro-key:read"})
+    return server_factory(workers=1, env={"GCL_API_KEYS": "admin-key,run-key:acquire,ro-key:read"})
 
 
 def test_keys_and_scopes(keyed_server, monkeypatch):
