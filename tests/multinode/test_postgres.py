@@ -5,6 +5,7 @@ import time
 import uuid
 
 import peewee
+import psycopg2
 import pytest
 from gcl_server.database import PostgresDialect, db, execute, pgcode
 from gcl_server.services import TX_ATTEMPTS, slots, transactional
@@ -189,3 +190,37 @@ def test_a_pooled_connection_closed_by_the_server_is_replaced_not_used(pg_app, p
         assert response.json["name"] == "pooled"
     with pool.connection_context():
         assert execute("SELECT pg_backend_pid()").fetchone()[0] != before
+
+
+def _deadlocks(url):
+    conn = psycopg2.connect(url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()")
+            return cur.fetchone()[0]
+    finally:
+        conn.close()
+
+
+def test_overlapping_acquires_and_releases_never_deadlock(pg_app, pg_url):
+    """Every path that locks several limit rows locks them in id order: no deadlock (each would cost 1 s)."""
+    with pg_app.app_context():
+        names = [_limit(limit=2).name for _ in range(3)]
+        sets = [names, names[:2], names[1:], [names[2], names[0]], names[::-1]]
+        before = _deadlocks(pg_url)
+
+        def churn(seed):
+            done = 0
+            for i in range(200):
+                try:
+                    lease = slots.acquire(sets[(seed + i) % len(sets)], 1, lease_seconds=60).lease_id
+                except slots.Locked:
+                    time.sleep(0.001)
+                    continue
+                slots.release(lease)
+                done += 1
+            return done
+
+        assert all(_in_threads([lambda seed=seed: churn(seed) for seed in range(8)], timeout=120))
+        db.obj.close_all()  # backends flush their statistics when they end
+        assert _deadlocks(pg_url) == before
