@@ -10,14 +10,15 @@ INCREMENT = "/api/v2/concurrency_limits/increment-with-lease"
 DECREMENT = "/api/v2/concurrency_limits/decrement-with-lease"
 
 
-def hold_once(session, roots, names, lease_duration, hold_seconds, rng, deadline, record):
+def hold_once(session, roots, names, lease_duration, hold_seconds, rng, deadline, record, wait_seconds=None):
     """Acquire names on some node (423: wait Retry-After, bounded), hold, release on another node; record it."""
     attempt = 0
     while True:
         root = roots[(rng.randrange(len(roots)) + attempt) % len(roots)]
-        response = session.post(
-            root + INCREMENT, json={"names": names, "slots": 1, "lease_duration": lease_duration}, timeout=30
-        )
+        body = {"names": names, "slots": 1, "lease_duration": lease_duration}
+        if wait_seconds is not None:  # park server-side, in the fleet-wide FIFO queue
+            body["wait_seconds"] = wait_seconds
+        response = session.post(root + INCREMENT, json=body, timeout=30 + (wait_seconds or 0))
         record["statuses"].append(response.status_code)
         if response.status_code == 200:
             break
@@ -41,7 +42,7 @@ def hold_once(session, roots, names, lease_duration, hold_seconds, rng, deadline
     record["holds"].append((tuple(names), entered, left))
 
 
-def run_client(seed, roots, name_sets, threads, rounds, lease_duration=60.0, budget_seconds=90.0):
+def run_client(seed, roots, name_sets, threads, rounds, lease_duration=60.0, budget_seconds=90.0, wait_seconds=None):
     """One client process: `threads` threads, each holding `rounds` times; returns holds, statuses and errors."""
     record = {"holds": [], "statuses": [], "errors": []}
     lock = threading.Lock()
@@ -54,7 +55,8 @@ def run_client(seed, roots, name_sets, threads, rounds, lease_duration=60.0, bud
             for _ in range(rounds):
                 names = name_sets[rng.randrange(len(name_sets))]
                 try:
-                    hold_once(session, roots, names, lease_duration, rng.uniform(0.005, 0.03), rng, deadline, local)
+                    hold = rng.uniform(0.005, 0.03)
+                    hold_once(session, roots, names, lease_duration, hold, rng, deadline, local, wait_seconds)
                 except requests.RequestException as exc:
                     local["errors"].append(f"{type(exc).__name__}: {exc}")
         with lock:

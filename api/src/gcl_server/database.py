@@ -33,6 +33,7 @@ class Dialect:
     # SQLite serialises writers: BEGIN IMMEDIATE takes the write lock up front, so a
     # read-then-write transaction can never fail half-way with SQLITE_BUSY.
     lock_rows = ""
+    lock_rows_skip_locked = ""
     retryable_messages = ("database is locked", "database table is locked", "busy")
 
     def __init__(self, database):
@@ -56,6 +57,7 @@ class PostgresDialect(Dialect):
     param = "%s"
     # READ COMMITTED with row locks taken in id order: no deadlock between overlapping name sets.
     lock_rows = " FOR UPDATE"
+    lock_rows_skip_locked = " FOR UPDATE SKIP LOCKED"
 
     def write_tx(self):
         return self.database.atomic()

@@ -58,12 +58,17 @@ def _marks(values):
     return ", ".join("?" for _ in values)
 
 
-def lock_limits(names):
-    """The existing limits among names, row-locked in id order (a fixed order: no deadlocks)."""
+def lock_limits(names, skip_locked=False):
+    """The existing limits among names, row-locked in id order (a fixed order: no deadlocks).
+
+    skip_locked: leave out rows another transaction holds (PostgreSQL), for a caller that already holds
+    other rows and so must not wait out of order.
+    """
     names = sorted(set(names))
+    dialect = db.obj.dialect
     cursor = execute(
         f"SELECT {COLUMNS} FROM concurrency_limit WHERE name IN ({_marks(names)}) ORDER BY id"
-        + db.obj.dialect.lock_rows,
+        + (dialect.lock_rows_skip_locked if skip_locked else dialect.lock_rows),
         names,
     )
     return [LimitRow(r[0], r[1], r[2], bool(r[3]), *r[4:]) for r in cursor.fetchall()]

@@ -109,8 +109,13 @@ def hand_off(limit_ids, now):
         if outside and queued_ahead(sorted(outside), now, before_seq=seq):
             blocked |= mine
             continue
-        rows = engine.lock_limits(json.loads(names))
-        if engine.blocked(rows, slots, now):
+        rows = engine.lock_limits(json.loads(names), skip_locked=True)
+        if db.obj.dialect.lock_rows and {r.id for r in rows} < mine:
+            # PostgreSQL: another transaction holds one of its rows. Waiting for it here, out of id order,
+            # could deadlock; the waiter is woken instead and takes its turn in its own transaction.
+            blocked |= mine
+            targets.setdefault(owner, []).append(waiter_id)
+        elif engine.blocked(rows, slots, now):
             blocked |= mine
             if granted:  # a new queue head: wake it so it re-times itself against the new occupancy
                 targets.setdefault(owner, []).append(waiter_id)
