@@ -72,3 +72,44 @@ def test_release_failure_warns_async(server):
                 server.stop()
 
     asyncio.run(main())
+
+
+SHORT = 3.0
+
+
+def test_long_outage_loses_the_lease_only_at_expiry_sync(server):
+    import time
+
+    with gcl.Client(server.url) as admin:
+        admin.create("long-outage-sync", 1)
+    start = time.monotonic()
+    with (
+        pytest.raises(gcl.LeaseLostError, match="Cannot reach"),
+        gsync.concurrency("long-outage-sync", lease_duration=SHORT, strict=True, api_url=server.url) as held,
+    ):
+        server.stop()
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:  # plain work, interrupted when the lease is lost
+            time.sleep(0.01)
+    elapsed = time.monotonic() - start
+    assert held.keeper.failures >= 2  # retried, not given up at the first failure
+    assert SHORT - 0.2 <= elapsed <= SHORT + 2
+
+
+def test_long_outage_loses_the_lease_only_at_expiry_async(server):
+    import time
+
+    with gcl.Client(server.url) as admin:
+        admin.create("long-outage-async", 1)
+
+    async def main():
+        with pytest.warns(gcl.LeaseLostWarning, match="Cannot reach"):
+            async with gasync.concurrency("long-outage-async", lease_duration=SHORT, api_url=server.url) as held:
+                start = time.monotonic()
+                server.stop()
+                while not held.lost and time.monotonic() - start < 15:
+                    await asyncio.sleep(0.01)
+                return held.keeper.failures, time.monotonic() - start
+
+    failures, waited = asyncio.run(main())  # no ReleaseFailedWarning: a lost lease needs no release
+    assert failures >= 2 and SHORT - 0.3 <= waited <= SHORT + 2

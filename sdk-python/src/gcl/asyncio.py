@@ -161,7 +161,8 @@ class AsyncConcurrencyContext:
 
     async def _release_and_close(self, lease_id: str | None) -> None:
         try:
-            if lease_id and not await run_async(release_flow(lease_id), self._transport.send):
+            released = lease_id is None or await run_async(release_flow(lease_id), self._transport.send)
+            if not released and not self._held.lost:  # a lost lease is gone anyway: no noise
                 warnings.warn(release_failed_message(lease_id), ReleaseFailedWarning, stacklevel=2)
         finally:
             if self._client is None:

@@ -160,7 +160,8 @@ class ConcurrencyContext:
         try:
             # Through the guarded sender too: a second Ctrl-C cannot abort a release in flight.
             sender = _GuardedSender(self._transport, own=False)
-            if held.lease_id and not run_sync(release_flow(held.lease_id), sender):
+            released = held.lease_id is None or run_sync(release_flow(held.lease_id), sender)
+            if not released and not held.lost:  # a lost lease is gone anyway: no noise
                 warnings.warn(release_failed_message(held.lease_id), ReleaseFailedWarning, stacklevel=4)
         finally:
             if self._client is None and self._transport is not None:
