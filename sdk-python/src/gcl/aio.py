@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from functools import cache
@@ -124,7 +125,7 @@ class AsyncClient:
         name_prefix: str | None = None,
         active: bool | None = None,
         page_size: int = _crud.MAX_PAGE_SIZE,
-    ) -> list[Limit]:
+    ) -> builtins.list[Limit]:
         return await self._run(_crud.list_flow(names, name_prefix, active, page_size))
 
     async def update(
@@ -157,7 +158,7 @@ class AsyncClient:
     async def reset(self, id_or_name: str) -> Limit:
         return await self._run(_crud.reset_flow(id_or_name))
 
-    async def leases(self, id_or_name: str) -> list[Lease]:
+    async def leases(self, id_or_name: str) -> builtins.list[Lease]:
         return await self._run(_crud.leases_flow(id_or_name))
 
     async def revoke(self, lease_id: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Self
@@ -116,7 +117,7 @@ class Client:
         name_prefix: str | None = None,
         active: bool | None = None,
         page_size: int = _crud.MAX_PAGE_SIZE,
-    ) -> list[Limit]:
+    ) -> builtins.list[Limit]:
         return self._run(_crud.list_flow(names, name_prefix, active, page_size))
 
     def update(
@@ -149,7 +150,7 @@ class Client:
     def reset(self, id_or_name: str) -> Limit:
         return self._run(_crud.reset_flow(id_or_name))
 
-    def leases(self, id_or_name: str) -> list[Lease]:
+    def leases(self, id_or_name: str) -> builtins.list[Lease]:
         return self._run(_crud.leases_flow(id_or_name))
 
     def revoke(self, lease_id: str) -> None:
