@@ -224,3 +224,48 @@ def test_overlapping_acquires_and_releases_never_deadlock(pg_app, pg_url):
         assert all(_in_threads([lambda seed=seed: churn(seed) for seed in range(8)], timeout=120))
         db.obj.close_all()  # backends flush their statistics when they end
         assert _deadlocks(pg_url) == before
+
+
+def test_a_renewal_racing_the_sweeper_keeps_its_slots(pg_app, pg_url):
+    """The renewal commits between the sweeper's SELECT and its DELETEs: the lease must keep counting."""
+    with pg_app.app_context():
+        limit = _limit(limit=1)
+        lease_id = slots.acquire([limit.name], 1, lease_seconds=0.5).lease_id
+        renewing, commit = threading.Event(), threading.Event()
+
+        def renew_slowly():  # renew.__wrapped__'s statement, held open until told to commit
+            with db.atomic():
+                execute("UPDATE lease SET expires = ? WHERE id = ?", (time.time() + 60, lease_id))
+                renewing.set()
+                assert commit.wait(timeout=20)
+
+        def sweep_when_expired():
+            assert renewing.wait(timeout=20)
+            while execute("SELECT 1 FROM lease WHERE id = ? AND expires > ?", (lease_id, time.time())).fetchone():
+                time.sleep(0.01)  # until the committed version (the renewal is not) has expired
+            return slots.sweep()
+
+        def release_when_sweeper_waits():
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and not _waiting_for_locks(pg_url):
+                time.sleep(0.01)
+            commit.set()
+
+        _in_threads([renew_slowly, sweep_when_expired, release_when_sweeper_waits])
+        assert execute("SELECT expires FROM lease WHERE id = ?", (lease_id,)).fetchone()[0] > time.time()
+        assert execute("SELECT COUNT(*) FROM lease_limit WHERE lease_id = ?", (lease_id,)).fetchone()[0] == 1
+        assert limits_service.read(limit.id).runtime["active_slots"] == 1
+        with pytest.raises(slots.Locked):
+            slots.acquire([limit.name], 1, lease_seconds=60)
+
+
+def _waiting_for_locks(url):
+    conn = psycopg2.connect(url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+            return cur.fetchone()[0] > 0
+    finally:
+        conn.close()

@@ -419,7 +419,17 @@ def sweep(batch=500):
     now = time.time()
     ids = [r[0] for r in execute("SELECT id FROM lease WHERE expires <= ? LIMIT ?", (now, batch)).fetchall()]
     if ids:
-        execute(f"DELETE FROM lease_limit WHERE lease_id IN ({_marks(ids)})", ids)
+        if db.obj.dialect.lock_rows:
+            # PostgreSQL (READ COMMITTED): a renewal may commit after the SELECT above; lock the leases and
+            # re-check, or its lease would survive without the lease_limit rows that make it count. Rows
+            # another transaction holds (a renewal, another node's sweeper) are left for the next sweep.
+            guarded = (
+                f"SELECT id FROM lease WHERE id IN ({_marks(ids)}) AND expires <= ? ORDER BY id"
+                + db.obj.dialect.lock_rows_skip_locked
+            )
+            execute(f"DELETE FROM lease_limit WHERE lease_id IN ({guarded})", (*ids, now))
+        else:
+            execute(f"DELETE FROM lease_limit WHERE lease_id IN ({_marks(ids)})", ids)
         execute(f"DELETE FROM lease WHERE id IN ({_marks(ids)}) AND expires <= ?", (*ids, now))
     # Waiters: lapsed ones (their request and grace are over) and granted ones whose request has read the grant.
     stale = [
