@@ -269,3 +269,61 @@ def _waiting_for_locks(url):
             return cur.fetchone()[0] > 0
     finally:
         conn.close()
+
+
+def test_racing_puts_of_a_new_limit_on_two_nodes_create_once_and_update(pg_app, pg_url):
+    """PUT is idempotent on PostgreSQL too: the loser of an insert race updates instead of answering 409."""
+    with pg_app.app_context():
+        name = uuid.uuid4().hex
+        inserted, commit = threading.Event(), threading.Event()
+
+        def first_put():  # upsert.__wrapped__, held open after its INSERT until told to commit
+            with db.atomic():
+                created = limits_service.upsert.__wrapped__(name, {"limit": 1})
+                inserted.set()
+                assert commit.wait(timeout=20)
+            return created[1]
+
+        def second_put():
+            assert inserted.wait(timeout=20)
+            return limits_service.upsert(name, {"limit": 5})[1]
+
+        def commit_when_second_waits():
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and not _waiting_for_locks(pg_url):
+                time.sleep(0.01)
+            commit.set()
+
+        assert _in_threads([first_put, second_put, commit_when_second_waits])[:2] == [True, False]
+        assert limits_service.read(name).limit == 5
+        assert execute("SELECT COUNT(*) FROM concurrency_limit WHERE name = ?", (name,)).fetchone()[0] == 1
+
+
+def test_a_rename_racing_a_create_of_that_name_is_a_conflict_not_a_500(pg_app, pg_url):
+    from gcl_server.errors import Conflict
+
+    with pg_app.app_context():
+        existing, wanted = _limit(), uuid.uuid4().hex
+        inserted, commit = threading.Event(), threading.Event()
+
+        def create_held_open():
+            with db.atomic():
+                limits_service.create.__wrapped__({"name": wanted, "limit": 1})
+                inserted.set()
+                assert commit.wait(timeout=20)
+
+        def rename():
+            assert inserted.wait(timeout=20)
+            try:
+                limits_service.update(existing.id, {"name": wanted})
+            except Conflict:
+                return "conflict"
+
+        def commit_when_rename_waits():
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and not _waiting_for_locks(pg_url):
+                time.sleep(0.01)
+            commit.set()
+
+        assert _in_threads([create_held_open, rename, commit_when_rename_waits])[1] == "conflict"
+        assert limits_service.read(existing.id).name == existing.name

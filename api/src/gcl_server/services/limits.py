@@ -165,7 +165,10 @@ def update(id_or_name, data, if_match=None):
         _ensure_name_free(data["name"], except_id=limit.id)
     now = time.time()
     if _apply(limit, data, now) or "active_slots" in data:
-        limit.save()
+        try:
+            limit.save()
+        except peewee.IntegrityError as exc:  # PostgreSQL: a create or rename on another node took the name first
+            raise Conflict(f"A concurrency limit named {data['name']!r} already exists.") from exc
         waiting.hand_off([limit.id], now)  # a larger limit, deactivation or reset frees slots for waiters
     return with_runtime([limit], now)[0]
 
@@ -184,7 +187,15 @@ def upsert(name, data, if_match=None):
     except NotFound:
         if if_match is not None:
             raise PreconditionFailed("If-Match given but the limit does not exist.") from None
-        return create.__wrapped__(desired), True
+        if not db.obj.dialect.lock_rows:
+            return create.__wrapped__(desired), True
+        try:
+            # PostgreSQL: a PUT of the same new name on another node may insert first (READ COMMITTED);
+            # the savepoint keeps this transaction usable, and the loser updates the winner's row.
+            with db.atomic():
+                return create.__wrapped__(desired), True
+        except Conflict:
+            limit = _by_name(name, lock=True)
     _check_if_match(limit, if_match)
     now = time.time()
     if _apply(limit, desired, now):
