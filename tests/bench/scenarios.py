@@ -577,7 +577,6 @@ def _waiter(limits_url, name, mode, start_at, deadline, index, out):
                 return
             time.sleep(0.01)
             t_exit = time.monotonic()
-            acq.release(grant["lease_id"])
             out[index] = {
                 "served": True,
                 "wait": t_grant - t_req,
@@ -586,6 +585,11 @@ def _waiter(limits_url, name, mode, start_at, deadline, index, out):
                 "5xx": acq.status_5xx,
                 "errors": acq.errors,
             }
+            try:
+                acq.release(grant["lease_id"])
+            except Exception as exc:  # noqa: BLE001 - reported; the grant still counts as served
+                out[index]["crash"] = f"release: {exc!r}"[:300]
+            out[index]["5xx"] = acq.status_5xx
     except Exception as exc:  # noqa: BLE001 - reported
         out[index] = {"served": False, "crash": repr(exc)[:300], "requests": 0, "5xx": 0, "errors": []}
 
@@ -614,8 +618,26 @@ def waiters(ctx):
         ]
         for t in threads:
             t.start()
+        # Meanwhile, is the server still responsive to others? GET /api/health (new connection) every 0.25 s.
+        probe, done = [], threading.Event()
+
+        def prober():
+            time.sleep(max(0.0, start_at - time.monotonic()))
+            while not done.is_set():
+                t0 = time.perf_counter()
+                try:
+                    ok = requests.get(f"{server.url}/health", timeout=5).status_code == 200
+                except requests.RequestException:
+                    ok = False
+                probe.append((time.perf_counter() - t0, ok))
+                done.wait(0.25)
+
+        probe_thread = threading.Thread(target=prober, daemon=True)
+        probe_thread.start()
         for t in threads:
             t.join(timeout=max(1.0, deadline + 30 - time.monotonic()))
+        done.set()
+        probe_thread.join(timeout=10)
         res = [r or {"served": False, "crash": "did not finish", "requests": 0, "5xx": 0, "errors": []} for r in res]
         served = [r for r in res if r["served"]]
         waits = [r["wait"] for r in served]
@@ -638,6 +660,9 @@ def waiters(ctx):
             "requests_per_grant": _ratio(sum(r["requests"] for r in res), len(served)),
             "status_5xx": sum(r["5xx"] for r in res),
             "client_errors": sum(len(r["errors"]) for r in res),
+            "health_probes": len(probe),
+            "health_probe_failures": sum(1 for _, ok in probe if not ok),
+            "health_probe_max_ms": ms(max((t for t, _ in probe), default=None)) if probe else None,
             "crashes": [r["crash"] for r in res if "crash" in r][:5],
             "error_samples": [e for r in res for e in r["errors"]][:5],
         }
@@ -645,7 +670,8 @@ def waiters(ctx):
             f"  {mode}: served {len(served)}/{count} in {out['total_s']} s, wait p50/p99 "
             f"{out['wait_p50_ms']}/{out['wait_p99_ms']} ms, max conc {out['max_concurrency']}, "
             f"longest gap {out['longest_grant_gap_ms']} ms, grants/s {out['grants_per_second_timeline']}, "
-            f"5xx {out['status_5xx']}, errors {out['client_errors']}"
+            f"5xx {out['status_5xx']}, errors {out['client_errors']}; GET /api/health meanwhile: max "
+            f"{out['health_probe_max_ms']} ms, {out['health_probe_failures']}/{out['health_probes']} failed"
         )
     return out
 
