@@ -98,7 +98,7 @@ def main():
         sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
         from tests.conftest import Server
 
-        server = Server(tempfile.mkdtemp(prefix="gcl-bench-"), workers=2).start()
+        server = Server(tempfile.mkdtemp(prefix="gcl-sdk-bench-"), workers=2).start()
         args.api_url = server.url
     try:
         medians = run(args.api_url, args.n)
