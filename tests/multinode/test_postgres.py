@@ -28,7 +28,8 @@ def _in_threads(targets, timeout=30):
         except Exception as exc:  # reported below, with the thread's exception
             errors.append(exc)
         finally:
-            db.close()
+            if db.obj is not None:
+                db.close()
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(len(targets))]
     for thread in threads:
@@ -327,3 +328,18 @@ def test_a_rename_racing_a_create_of_that_name_is_a_conflict_not_a_500(pg_app, p
 
         assert _in_threads([create_held_open, rename, commit_when_rename_waits])[1] == "conflict"
         assert limits_service.read(existing.id).name == existing.name
+
+
+def test_nodes_starting_together_apply_each_migration_once(pg_url):
+    from gcl_server.database import LATEST_VERSION, MIGRATIONS, migrate_url
+
+    results = _in_threads([lambda: migrate_url(pg_url) for _ in range(4)])
+    applied = sorted(number for result in results for number in result)
+    assert applied == [number for number, _, _ in MIGRATIONS]  # each by exactly one of them
+    conn = psycopg2.connect(pg_url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT version FROM gcl_schema_version ORDER BY version")
+            assert [row[0] for row in cur.fetchall()] == list(range(1, LATEST_VERSION + 1))
+    finally:
+        conn.close()
