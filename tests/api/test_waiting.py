@@ -5,6 +5,7 @@ import queue
 import socket
 import threading
 import time
+import uuid
 
 import pytest
 import requests
@@ -228,3 +229,38 @@ def test_wait_seconds_is_bounded(server):
     api.make("db", 1)
     response = api.acquire(["db"], wait_seconds=31)
     assert response.status_code == 422 and "wait_seconds" in response.json()["message"]
+
+
+def test_a_client_withdraws_its_place_by_ticket(server):
+    api = Api(server)
+    api.make("db", 1)
+    held = api.acquire(["db"]).json()["lease_id"]
+    ticket = str(uuid.uuid4())
+    parked = in_thread(api.acquire, ["db"], wait_seconds=20, queue_ticket=ticket)
+    api.await_queue("db", 1)
+    assert api.session.delete(f"{api.base}/waiters/{ticket}", timeout=5).status_code == 204
+    parked["thread"].join(10)
+    assert parked["result"].status_code == 423 and api.queue("db") == []
+    # the withdrawn request, if it were still on its way, may not park again
+    late = api.acquire(["db"], wait_seconds=20, queue_ticket=ticket)
+    assert late.status_code == 423
+    api.release(held)
+    assert api.active("db") == 0
+    assert api.session.delete(f"{api.base}/waiters/{uuid.uuid4()}", timeout=5).status_code == 204
+
+
+def test_withdrawing_after_a_grant_raced_in_gives_the_slot_back(server):
+    api = Api(server)
+    api.make("db", 1)
+    ticket = str(uuid.uuid4())
+    granted = api.acquire(["db"], wait_seconds=5, queue_ticket=ticket)
+    assert granted.status_code == 200 and api.active("db") == 1
+    held = api.acquire(["db"]).json()  # nobody else can get in meanwhile
+    assert held["code"] == 423
+    parked = in_thread(api.acquire, ["db"], wait_seconds=20, queue_ticket=(second := str(uuid.uuid4())))
+    api.await_queue("db", 1)
+    api.release(granted.json()["lease_id"])  # handed to the parked request ...
+    parked["thread"].join(10)
+    assert parked["result"].status_code == 200 and api.active("db") == 1
+    api.session.delete(f"{api.base}/waiters/{second}", timeout=5)  # ... whose client then withdraws
+    assert api.active("db") == 0

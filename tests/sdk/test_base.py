@@ -270,7 +270,8 @@ def test_async_grant_arriving_after_cancel_is_released():
 
         transport.send, transport.aclose = send, aclose
         sender = _ShieldedSender(transport, own=True)
-        task = asyncio.ensure_future(run_async(_base.acquire_flow(AcquireSpec(["a"])), sender))
+        spec = AcquireSpec(["a"], server_wait=False)  # polling: the in-flight request is shielded
+        task = asyncio.ensure_future(run_async(_base.acquire_flow(spec), sender))
         while not transport.sent and not task.done():
             await asyncio.sleep(0)
         await asyncio.sleep(0)
@@ -282,3 +283,38 @@ def test_async_grant_arriving_after_cancel_is_released():
         return [r.json.get("lease_id") for r in transport.sent]
 
     assert asyncio.run(scenario()) == [None, "L1"]
+
+
+def test_async_cancel_withdraws_a_request_parked_in_the_server_queue():
+    async def scenario():
+        transport = SlowTransport()
+        parked, gate, closed = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+        async def send(req):
+            transport.sent.append(req)
+            if req.method == "DELETE":  # the withdrawal frees the parked request, which gets no grant
+                gate.set()
+                return resp(204, None)
+            if "lease_id" in (req.json or {}):
+                return transport.answer(req)
+            parked.set()
+            await gate.wait()
+            return resp(423, {"message": "withdrawn"})
+
+        async def aclose():
+            closed.set()
+
+        transport.send, transport.aclose = send, aclose
+        sender = _ShieldedSender(transport, own=True)
+        task = asyncio.ensure_future(run_async(_base.acquire_flow(AcquireSpec(["a"])), sender))
+        await asyncio.wait_for(parked.wait(), 5)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.wait_for(closed.wait(), 5)
+        return transport.sent
+
+    sent = asyncio.run(scenario())
+    acquire, withdraw = sent
+    assert acquire.json["wait_seconds"] == 30.0 and acquire.json["queue_ticket"]
+    assert withdraw.method == "DELETE" and withdraw.path.endswith(f"/waiters/{acquire.json['queue_ticket']}")

@@ -16,6 +16,8 @@ def required_scope():
         return "read"
     if request.method == "POST" and request.path.endswith(ACQUIRE_SUFFIXES):
         return "acquire"
+    if request.method == "DELETE" and "/concurrency_limits/waiters/" in request.path:
+        return "acquire"
     return "admin"
 
 

@@ -9,6 +9,7 @@ import random
 import re
 import socket
 import time
+import uuid
 from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -36,6 +37,7 @@ DEFAULT_HTTP_TIMEOUT = 10.0
 REQUEST_GRACE_SECONDS = 2.0
 # The last poll is sent this long before the deadline so that its answer can still count.
 DEADLINE_MARGIN_SECONDS = 0.01
+SERVER_WAIT_SECONDS = 30.0  # the longest a GCL server parks one request; the SDK re-issues until its own timeout
 
 # ---------------------------------------------------------------- configuration
 
@@ -198,6 +200,8 @@ class AcquireSpec:
     lease_duration: float | None = 300.0  # None: no lease (rate limits)
     holder: Mapping[str, Any] | None = None
     strict: bool = False
+    # Wait in the server's FIFO queue (GCL) instead of polling; max_retries (a count of polls) implies polling.
+    server_wait: bool = True
 
 
 @dataclass(frozen=True)
@@ -211,16 +215,30 @@ class Grant:
     expires: str | None = None
 
 
-def acquire_request(spec: AcquireSpec, timeout: float | None, wait_seconds: float | None = None) -> Request:
-    """The one place that builds an acquisition request (``wait_seconds``: server-side waiting, later)."""
+def acquire_request(
+    spec: AcquireSpec, timeout: float | None, wait_seconds: float | None = None, ticket: str | None = None
+) -> Request:
+    """The one place that builds an acquisition request (``wait_seconds``: wait in the server's queue)."""
     body: dict[str, Any] = {"names": spec.names, "slots": spec.occupy, "mode": spec.mode}
     if wait_seconds is not None:
-        body["wait_seconds"] = wait_seconds
+        body["wait_seconds"] = round(wait_seconds, 3)
+        if ticket:
+            body["queue_ticket"] = ticket
     if spec.lease_duration is None:
         return Request("POST", f"{LIMITS_PATH}/increment", json=body, timeout=timeout)
     body["lease_duration"] = spec.lease_duration
     body["holder"] = dict(spec.holder) if spec.holder else default_holder()
     return Request("POST", f"{LIMITS_PATH}/increment-with-lease", json=body, timeout=timeout)
+
+
+def withdraw_request(ticket: str, timeout: float | None = DEFAULT_HTTP_TIMEOUT) -> Request:
+    return Request("DELETE", f"{LIMITS_PATH}/waiters/{ticket}", timeout=timeout)
+
+
+def parked_ticket(req: Request) -> str | None:
+    """The queue ticket of an acquisition request that may be parked on the server."""
+    body = req.json if isinstance(req.json, dict) else {}
+    return body.get("queue_ticket") if body.get("wait_seconds") else None
 
 
 def release_request(lease_id: str, timeout: float | None = DEFAULT_HTTP_TIMEOUT) -> Request:
@@ -271,11 +289,21 @@ def acquire_flow(
         err.__cause__ = cause
         return err
 
+    server_wait = spec.server_wait and spec.max_retries is None
+    # Our place in the server's queue, chosen here so a cancelled caller can withdraw it at once.
+    ticket: str | None = str(uuid.uuid4()) if server_wait else None
     while True:
         left = remaining()
-        http_timeout = DEFAULT_HTTP_TIMEOUT if left is None else max(left, 0.0) + REQUEST_GRACE_SECONDS
+        wait = None
+        if server_wait:
+            wait = SERVER_WAIT_SECONDS if left is None else min(SERVER_WAIT_SECONDS, left - DEADLINE_MARGIN_SECONDS)
+            wait = wait if wait > 0 else None
+        if wait is not None:
+            http_timeout = wait + REQUEST_GRACE_SECONDS
+        else:
+            http_timeout = DEFAULT_HTTP_TIMEOUT if left is None else max(left, 0.0) + REQUEST_GRACE_SECONDS
         try:
-            resp = yield Call(acquire_request(spec, timeout=http_timeout))
+            resp = yield Call(acquire_request(spec, timeout=http_timeout, wait_seconds=wait, ticket=ticket))
         except GCLConnectionError as exc:
             failures += 1
             delay, left = backoff(failures), remaining()
@@ -291,11 +319,20 @@ def acquire_flow(
                     yield from _release_quietly(grant.lease_id)
                 raise ConcurrencySlotAcquisitionError(f"Concurrency limits {grant.missing} do not exist (strict=True)")
             return grant
+        if resp.status == 422 and wait is not None and _rejects_waiting(resp):
+            server_wait = False  # a server without queues (Prefect, older GCL): poll instead
+            continue
         if resp.status != 423:
             raise ConcurrencySlotAcquisitionError(
                 f"Unable to acquire slots on {spec.names}: {resp.message}"
             ) from error_from_response(resp)
         denied += 1
+        if wait is not None and isinstance(resp.body, dict) and resp.body.get("queue_ticket"):
+            # Our wait in the queue ended: re-issue at once with the ticket, keeping our place.
+            left = remaining()
+            if left is not None and left <= DEADLINE_MARGIN_SECONDS:
+                raise timed_out()
+            continue
         if spec.max_retries is not None and denied > spec.max_retries:
             raise ConcurrencySlotAcquisitionError(
                 f"Unable to acquire slots on {spec.names} after {spec.max_retries} retries"
@@ -307,6 +344,11 @@ def acquire_flow(
             if delay >= left - DEADLINE_MARGIN_SECONDS:  # one last try just before the deadline
                 delay, last_attempt = left - DEADLINE_MARGIN_SECONDS, True
         yield Sleep(delay)
+
+
+def _rejects_waiting(resp: Response) -> bool:
+    fields = resp.body.get("errors", {}).get("json", {}) if isinstance(resp.body, dict) else {}
+    return isinstance(fields, dict) and bool({"wait_seconds", "queue_ticket"} & set(fields))
 
 
 def _release_quietly(lease_id: str) -> Generator[Call, Any, None]:

@@ -18,9 +18,11 @@ from gcl._base import (
     lease_id_of,
     missing_message,
     normalize_names,
+    parked_ticket,
     release_failed_message,
     release_flow,
     resolve_config,
+    withdraw_request,
 )
 from gcl.aio import AsyncClient, AsyncTransport, run_async
 from gcl.errors import GCLError, LeaseLostError, LeaseLostWarning, MissingLimitWarning, ReleaseFailedWarning
@@ -57,11 +59,14 @@ class _ShieldedSender:
             return await asyncio.shield(inflight)
         except asyncio.CancelledError:
             self.handed_off = True
-            _in_background(self._finish_orphan(inflight))
+            _in_background(self._finish_orphan(inflight, None if inflight.done() else parked_ticket(req)))
             raise
 
-    async def _finish_orphan(self, inflight: asyncio.Future) -> None:
+    async def _finish_orphan(self, inflight: asyncio.Future, ticket: str | None = None) -> None:
         try:
+            if ticket:  # parked in the server's queue: give the place up now rather than when a slot comes
+                with contextlib.suppress(GCLError):
+                    await self.transport.send(withdraw_request(ticket))
             lease_id = lease_id_of(await inflight)
             if lease_id:
                 await run_async(release_flow(lease_id), self.transport.send)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import warnings
@@ -17,12 +18,14 @@ from gcl._base import (
     lease_id_of,
     missing_message,
     normalize_names,
+    parked_ticket,
     release_failed_message,
     release_flow,
     resolve_config,
+    withdraw_request,
 )
 from gcl.client import Client, SyncTransport, run_sync
-from gcl.errors import LeaseLostError, LeaseLostWarning, MissingLimitWarning, ReleaseFailedWarning
+from gcl.errors import GCLError, LeaseLostError, LeaseLostWarning, MissingLimitWarning, ReleaseFailedWarning
 from gcl.leases import HeldSlots, LeaseKeeper, LeaseLostInterrupt, interrupt_thread
 
 __all__ = ["concurrency", "rate_limit"]
@@ -64,10 +67,16 @@ class _GuardedSender:
                 abandoned[0] = not done.is_set()
             if not abandoned[0]:
                 threading.Thread(target=self._finish_orphan, args=(result.get("resp"),)).start()
+            elif ticket := parked_ticket(req):  # parked in the server's queue: give the place up now
+                threading.Thread(target=self._withdraw, args=(ticket,)).start()
             raise
         if "exc" in result:
             raise result["exc"]
         return result["resp"]
+
+    def _withdraw(self, ticket: str) -> None:
+        with contextlib.suppress(GCLError):
+            self.transport.send(withdraw_request(ticket))
 
     def _finish_orphan(self, resp: Response | None) -> None:
         try:

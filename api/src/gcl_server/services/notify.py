@@ -4,8 +4,10 @@ A wake-up is only a hint: a woken request always re-reads its waiter row, and ev
 its own at least once a second, so a lost datagram costs latency, never correctness.
 """
 
+import contextlib
 import logging
 import os
+import select
 import socket
 import threading
 import time
@@ -13,32 +15,72 @@ import time
 log = logging.getLogger(__name__)
 
 
-class Registry:
-    """waiter id -> threading.Event, for the requests parked in this process."""
+class Waker:
+    """One parked request's wake-up: an eventfd, so the request can select() on it and its client socket at once."""
 
     def __init__(self):
-        self._events = {}
+        self.fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+
+    def set(self):
+        os.eventfd_write(self.fd, 1)
+
+    def wait(self, timeout, client=None):
+        """'woken', 'gone' (the client closed its connection) or 'timeout'."""
+        watched = [self.fd] if client is None else [self.fd, client]
+        try:
+            readable = select.select(watched, [], [], max(timeout, 0.0))[0]
+        except (OSError, ValueError):  # the client socket is already closed
+            return "gone"
+        if self.fd in readable:
+            with contextlib.suppress(BlockingIOError):
+                os.eventfd_read(self.fd)
+            return "woken"
+        if client is not None and client in readable:
+            return "gone" if client_closed(client) else "timeout"
+        return "timeout"
+
+    def close(self):
+        os.close(self.fd)
+
+
+def client_closed(client):
+    """True when the peer closed the connection (EOF), False when it merely sent more bytes."""
+    try:
+        return client.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+
+
+class Registry:
+    """waiter id -> Waker, for the requests parked in this process."""
+
+    def __init__(self):
+        self._wakers = {}
         self._lock = threading.Lock()
 
     def register(self, waiter_id):
-        event = threading.Event()
+        waker = Waker()
         with self._lock:
-            self._events[waiter_id] = event
-        return event
+            self._wakers[waiter_id] = waker
+        return waker
 
     def unregister(self, waiter_id):
         with self._lock:
-            self._events.pop(waiter_id, None)
+            waker = self._wakers.pop(waiter_id, None)
+            if waker is not None:
+                waker.close()
 
     def wake(self, waiter_id):
         with self._lock:
-            event = self._events.get(waiter_id)
-        if event is not None:
-            event.set()
-        return event is not None
+            waker = self._wakers.get(waiter_id)
+            if waker is not None:
+                waker.set()
+        return waker is not None
 
     def __len__(self):
-        return len(self._events)
+        return len(self._wakers)
 
 
 class Notifier:
@@ -91,8 +133,6 @@ class PostgresNotifier:
         self._thread.start()
 
     def _listen(self):
-        import select
-
         import psycopg2
 
         backoff = 0.1

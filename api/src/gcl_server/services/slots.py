@@ -250,13 +250,17 @@ def _acquire_tx(names, slots, mode, lease_seconds, holder, anonymous, wait_secon
         if state == "waiting":
             waiting.hand_off(active_ids, now)
             return Queued(ticket)
+        if state == "withdrawn":  # its client gave up already: never park it
+            return Refused(MIN_RETRY_AFTER)
     in_the_way = blocked(rows, slots, now)
     if not in_the_way and not waiting.queued_ahead(active_ids, now):
         return grant(rows, slots, now, lease_seconds, holder, anonymous)
     record_denied(rows, slots, now)
     if wait_seconds <= 0 or not may_park:
         return Refused(retry_after(in_the_way, slots, now))
-    return Queued(waiting.enqueue(rows, names, slots, mode, lease_seconds, anonymous, holder, now + wait_seconds, now))
+    return Queued(
+        waiting.enqueue(rows, names, slots, mode, lease_seconds, anonymous, holder, now + wait_seconds, now, ticket)
+    )
 
 
 def acquire(
@@ -269,14 +273,14 @@ def acquire(
     wait_seconds=0.0,
     ticket=None,
     max_parked=0,
-    client_gone=None,
+    client=None,
 ):
     """Take slots on all names or none. Locked (with Retry-After) when they are not free now or within the wait."""
     deadline = time.time() + wait_seconds
     may_park = waiting.parked_here() < max_parked
     outcome = _acquire_tx(names, slots, mode, lease_seconds, holder, anonymous, wait_seconds, ticket, may_park)
     if isinstance(outcome, Queued):
-        outcome = waiting.wait(outcome.waiter_id, deadline, client_gone) or Refused(0.0, outcome.waiter_id)
+        outcome = waiting.wait(outcome.waiter_id, deadline, client) or Refused(0.0, outcome.waiter_id)
         if outcome == "gone":
             outcome = Refused(0.0)
     if isinstance(outcome, Refused):

@@ -15,7 +15,6 @@ from . import slots as engine
 
 GRACE_SECONDS = 5.0  # a detached waiter keeps its place this long for its re-issued request
 RECHECK_SECONDS = 1.0  # a parked request re-reads its row at least this often (wake-ups are hints)
-DISCONNECT_POLL_SECONDS = 0.25
 MAX_CANDIDATES = 256
 
 
@@ -38,9 +37,10 @@ def queued_ahead(limit_ids, now, before_seq=None):
     return execute(query + " LIMIT 1", params).fetchone() is not None
 
 
-def enqueue(rows, names, slots, mode, lease_seconds, anonymous, holder, deadline, now):
+def enqueue(rows, names, slots, mode, lease_seconds, anonymous, holder, deadline, now, ticket=None):
+    """Queue a request; a client may choose its ticket (a UUID), so it can withdraw before it hears back."""
     seq = execute(db.obj.dialect.next_token_sql("waiter_seq")).fetchone()[0]
-    waiter_id = str(uuid.uuid4())
+    waiter_id = ticket or str(uuid.uuid4())
     execute(
         "INSERT INTO waiter (id, seq, names, slots, mode, lease_seconds, anonymous, holder, owner, attached, expires,"
         " created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -66,15 +66,20 @@ def enqueue(rows, names, slots, mode, lease_seconds, anonymous, holder, deadline
 
 
 def reattach(ticket, deadline, now):
-    """Re-issued request: 'granted', 'waiting' (place kept) or None (ticket unknown or lapsed)."""
+    """Re-issued request: 'granted', 'waiting' (place kept), 'gone' (withdrawn or lapsed) or None (new ticket)."""
     cursor = execute(
-        "UPDATE waiter SET attached = ?, owner = ?, expires = ? WHERE id = ? AND granted_at IS NULL AND expires > ?",
+        "UPDATE waiter SET attached = ?, owner = ?, expires = ? "
+        "WHERE id = ? AND granted_at IS NULL AND expires > ? AND slots > 0",
         (True, notify.notifier().address, deadline + GRACE_SECONDS, ticket, now),
     )
     if cursor.rowcount:
         return "waiting"
-    row = execute("SELECT granted_at FROM waiter WHERE id = ?", (ticket,)).fetchone()
-    return "granted" if row and row[0] is not None else None
+    row = execute("SELECT granted_at, slots FROM waiter WHERE id = ?", (ticket,)).fetchone()
+    if row is None:
+        return None
+    if row[0] is not None:
+        return "granted"
+    return "withdrawn" if row[1] == 0 else None
 
 
 def _limits_of(waiter_ids):
@@ -182,6 +187,22 @@ def _detach(waiter_id):
 
 
 @transactional
+def withdraw(waiter_id):
+    """The client withdraws its request (e.g. cancelled): leave the queue, give back a grant that raced in."""
+    owner = execute("SELECT owner FROM waiter WHERE id = ?", (waiter_id,)).fetchone()
+    _cancel(waiter_id)
+    # A tombstone (slots 0, never queued): the withdrawn request may still be in flight and must not park.
+    now = time.time()
+    execute(
+        "INSERT INTO waiter (id, seq, names, slots, mode, owner, attached, expires, created) "
+        "VALUES (?, 0, '[]', 0, 'concurrency', '', ?, ?, ?)",
+        (waiter_id, False, now + 60, now),
+    )
+    if owner and owner[0]:
+        notify.on_commit({owner[0]: [waiter_id]})  # its parked request, if any, finds itself withdrawn and ends
+
+
+@transactional
 def _cancel(waiter_id):
     """The client went away: leave the queue, and give back a grant it can no longer receive."""
     now = time.time()
@@ -205,26 +226,24 @@ def _seconds_until_fit(names, slots, now):
     return max(engine.seconds_until_free(r, occupancy, leased, slots, now) for r, occupancy, leased in blocked)
 
 
-def wait(waiter_id, deadline, client_gone=None):
+def wait(waiter_id, deadline, client=None):
     """Park until granted (a Grant), the deadline (None: keep the ticket), or the client leaves ('gone')."""
     node = notify.notifier()
-    event = node.registry.register(waiter_id)
+    waker = node.registry.register(waiter_id)
     try:
-        recheck_at, passed = 0.0, False
+        recheck_at, passed, woken = 0.0, False, False
         while True:
             now = time.time()
-            if event.is_set() or now >= recheck_at:
-                woken = event.is_set()
-                event.clear()
+            if woken or now >= recheck_at:
                 row = _waiter(waiter_id)
-                if row is None:
+                if row is None or row[1] == 0:  # swept, or withdrawn by its client
                     return None
                 if row[2] is not None:
-                    return _claim(waiter_id, _grant_of(row), client_gone)
+                    return _claim(waiter_id, _grant_of(row), client)
                 # After our own pass granted nothing, someone is ahead: wait to be woken (or re-check).
                 fresh = not passed or woken
                 until = _seconds_until_fit(json.loads(row[0]), row[1], now) if fresh else RECHECK_SECONDS
-                passed = False
+                passed = woken = False
                 if until <= 0.0:
                     _pass(waiter_id)
                     passed = True
@@ -232,17 +251,21 @@ def wait(waiter_id, deadline, client_gone=None):
                 recheck_at = now + min(until, RECHECK_SECONDS)
             if now >= deadline:
                 return _detach(waiter_id)
-            if client_gone is not None and client_gone():
+            # PostgreSQL: a parked request must not pin a pooled connection (tests/multinode: parked requests test).
+            db.obj.dialect.release_connection()
+            outcome = waker.wait(min(recheck_at, deadline) - now, client)
+            if outcome == "gone":
                 _cancel(waiter_id)
                 return "gone"
-            db.obj.dialect.release_connection()  # PostgreSQL: a parked request must not pin a pooled connection
-            event.wait(max(0.0, min(recheck_at, deadline, now + DISCONNECT_POLL_SECONDS) - now))
+            if outcome == "timeout" and client is not None and time.time() < min(recheck_at, deadline):
+                client = None  # the client sent more bytes (pipelining): stop watching its socket
+            woken = outcome == "woken"
     finally:
         node.registry.unregister(waiter_id)
 
 
-def _claim(waiter_id, grant, client_gone):
-    if client_gone is not None and client_gone():
+def _claim(waiter_id, grant, client):
+    if client is not None and notify.client_closed(client):
         _cancel(waiter_id)
         return "gone"
     return grant

@@ -1,14 +1,12 @@
 """Prefect-compatible slot routes: increment, decrement, leases."""
 
-import select
-import socket
-
 from flask import current_app, request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from ...errors import Invalid
 from ...services import slots as engine
+from ...services import waiting
 from .schemas import (
     DecrementSchema,
     DecrementWithLeaseSchema,
@@ -47,27 +45,11 @@ def waiting_options(body):
         raise Invalid(message, errors={"json": {"wait_seconds": [message]}})
     return {
         "wait_seconds": wait,
-        "ticket": body.get("queue_ticket"),
+        "ticket": str(body["queue_ticket"]) if body.get("queue_ticket") else None,
         "max_parked": config["MAX_WAITERS"],
-        "client_gone": _client_gone_probe(request.environ.get("gunicorn.socket")) if wait else None,
+        # gunicorn hands us the client socket: a parked request watches it to leave the queue at a disconnect
+        "client": request.environ.get("gunicorn.socket") if wait else None,
     }
-
-
-def _client_gone_probe(sock):
-    """A callable telling whether the client closed its connection (EOF on the socket) while we wait."""
-    if sock is None:
-        return None
-
-    def gone():
-        try:
-            readable, _, _ = select.select([sock], [], [], 0)
-            return bool(readable) and sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
-        except BlockingIOError:
-            return False
-        except OSError:
-            return True
-
-    return gone
 
 
 @blp.route("/increment")
@@ -143,3 +125,11 @@ class Lease(MethodView):
     def delete(self, lease_id):
         """Revoke a lease: its slots are free at once, its holder's next renewal gets 410"""
         engine.revoke(str(lease_id))
+
+
+@blp.route("/waiters/<uuid:ticket>")
+class Waiter(MethodView):
+    @blp.response(204)
+    def delete(self, ticket):
+        """Withdraw a waiting request by its queue ticket (idempotent); a grant that raced in is released"""
+        waiting.withdraw(str(ticket))

@@ -27,9 +27,12 @@ class IncrementSchema(_NamesSlots):
         validate=validate.Range(min=0),
         metadata={"description": "Wait on the server, in a FIFO queue, up to this long (at most 30 s)."},
     )
-    queue_ticket = Str(
-        validate=validate.Length(max=64),
-        metadata={"description": "Ticket from a previous 423: re-issuing with it keeps the caller's place."},
+    queue_ticket = fields.UUID(
+        metadata={
+            "description": "The caller's place in the queue: a UUID the client chooses (so it can withdraw with "
+            "DELETE /waiters/{ticket} before it hears back) or the one a 423 returned. Re-issuing with it within 5 s "
+            "keeps the place."
+        },
     )
 
     @validates("create_if_missing")
