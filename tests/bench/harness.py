@@ -7,6 +7,7 @@ import math
 import os
 import platform
 import random
+import re
 import subprocess
 import sys
 import tempfile
@@ -68,7 +69,7 @@ class Backends:
             finally:
                 server.stop()
                 with contextlib.suppress(OSError):
-                    self.last_log = server.log_path.read_text(errors="replace")[-4000:]
+                    self.last_log = summarize_log(server.log_path.read_text(errors="replace"))
                 if url is not None:
                     with contextlib.suppress(Exception):
                         self._pg().release_database(url)
@@ -79,6 +80,17 @@ class Backends:
 
             pg.stop_cluster()
             self._cluster = None
+
+
+def summarize_log(text, tail=3000):
+    """The distinct exception lines of a server log (with counts), then its tail."""
+    counts = {}
+    for line in text.splitlines():
+        if re.match(r"^[\w.]+(Error|Exception|Warning|Timeout)\b.*", line) or "[CRITICAL]" in line or "[ERROR]" in line:
+            key = re.sub(r"\b[0-9a-f-]{36}\b|\d+", "N", line.strip())[:300]
+            counts[key] = counts.get(key, 0) + 1
+    head = "".join(f"{n:6d} × {line}\n" for line, n in sorted(counts.items(), key=lambda kv: -kv[1])[:20])
+    return f"distinct error lines:\n{head}\n--- tail ---\n{text[-tail:]}"
 
 
 # --------------------------------------------------------------------------------------------------- HTTP
