@@ -88,6 +88,18 @@ class _GuardedSender:
                 self.transport.close()
 
 
+_defaults = threading.local()
+
+
+def default_client(config_args: tuple) -> Client:
+    """One client per thread and configuration, so blocks without ``client=`` reuse a keep-alive connection."""
+    config = resolve_config(*config_args)
+    cache = _defaults.__dict__.setdefault("clients", {})
+    if config not in cache:
+        cache[config] = Client(api_url=config.api_url, api_key=config.api_key)
+    return cache[config]
+
+
 class ConcurrencyContext:
     """Acquire on enter, renew while inside, release on every exit path. See ``concurrency``."""
 
@@ -211,6 +223,7 @@ def concurrency(
         strict=strict,
     )
     raise_on_loss = strict if raise_on_lease_renewal_failure is None else raise_on_lease_renewal_failure
+    client = client or default_client((api_url, api_key))
     return ConcurrencyContext(spec, raise_on_loss, client, (api_url, api_key))
 
 
@@ -235,11 +248,7 @@ def rate_limit(
     )
     if not spec.names:
         return
-    transport = client.transport if client else SyncTransport(resolve_config(api_url, api_key))
-    try:
-        grant = run_sync(acquire_flow(spec), transport.send)
-    finally:
-        if client is None:
-            transport.close()
+    transport = (client or default_client((api_url, api_key))).transport
+    grant = run_sync(acquire_flow(spec), transport.send)
     if msg := missing_message(grant):
         warnings.warn(msg, MissingLimitWarning, stacklevel=2)
