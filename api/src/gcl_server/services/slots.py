@@ -229,6 +229,7 @@ def grant(rows, slots, now, lease_seconds=None, holder=None, anonymous=False, le
 @dataclass
 class Queued:
     waiter_id: str
+    limits: list = field(default_factory=list)
 
 
 @dataclass
@@ -249,7 +250,7 @@ def _acquire_tx(names, slots, mode, lease_seconds, holder, anonymous, wait_secon
             return waiting.granted(ticket)
         if state == "waiting":
             waiting.hand_off(active_ids, now)
-            return Queued(ticket)
+            return Queued(ticket, minimal(rows))
         if state == "withdrawn":  # its client gave up already: never park it
             return Refused(MIN_RETRY_AFTER)
     in_the_way = blocked(rows, slots, now)
@@ -259,8 +260,13 @@ def _acquire_tx(names, slots, mode, lease_seconds, holder, anonymous, wait_secon
     if wait_seconds <= 0 or not may_park:
         return Refused(retry_after(in_the_way, slots, now))
     return Queued(
-        waiting.enqueue(rows, names, slots, mode, lease_seconds, anonymous, holder, now + wait_seconds, now, ticket)
+        waiting.enqueue(rows, names, slots, mode, lease_seconds, anonymous, holder, now + wait_seconds, now, ticket),
+        minimal(rows),
     )
+
+
+def minimal(rows):
+    return [MinimalLimit(r.id, r.name, r.limit) for r in sorted(rows, key=lambda r: r.name)]
 
 
 def acquire(
@@ -280,7 +286,7 @@ def acquire(
     may_park = waiting.parked_here() < max_parked
     outcome = _acquire_tx(names, slots, mode, lease_seconds, holder, anonymous, wait_seconds, ticket, may_park)
     if isinstance(outcome, Queued):
-        outcome = waiting.wait(outcome.waiter_id, deadline, client) or Refused(0.0, outcome.waiter_id)
+        outcome = waiting.wait(outcome.waiter_id, deadline, client, outcome.limits) or Refused(0.0, outcome.waiter_id)
         if outcome == "gone":
             outcome = Refused(0.0)
     if isinstance(outcome, Refused):

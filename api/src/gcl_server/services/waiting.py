@@ -149,12 +149,14 @@ def _waiter(waiter_id):
     ).fetchone()
 
 
-def _grant_of(row):
-    names = json.loads(row[0])
-    cursor = execute(
-        f'SELECT id, name, "limit" FROM concurrency_limit WHERE name IN ({_marks(names)}) ORDER BY name', names
-    )
-    limits = [engine.MinimalLimit(*r) for r in cursor.fetchall()]
+def _grant_of(row, limits=None):
+    """The grant recorded in a waiter row; `limits` as the request saw them, else read again."""
+    if limits is None:
+        names = json.loads(row[0])
+        cursor = execute(
+            f'SELECT id, name, "limit" FROM concurrency_limit WHERE name IN ({_marks(names)}) ORDER BY name', names
+        )
+        limits = [engine.MinimalLimit(*r) for r in cursor.fetchall()]
     return engine.Grant(limits=limits, lease_id=row[3], token=row[4], expires=row[5])
 
 
@@ -226,7 +228,7 @@ def _seconds_until_fit(names, slots, now):
     return max(engine.seconds_until_free(r, occupancy, leased, slots, now) for r, occupancy, leased in blocked)
 
 
-def wait(waiter_id, deadline, client=None):
+def wait(waiter_id, deadline, client=None, limits=None):
     """Park until granted (a Grant), the deadline (None: keep the ticket), or the client leaves ('gone')."""
     node = notify.notifier()
     waker = node.registry.register(waiter_id)
@@ -239,7 +241,7 @@ def wait(waiter_id, deadline, client=None):
                 if row is None or row[1] == 0:  # swept, or withdrawn by its client
                     return None
                 if row[2] is not None:
-                    return _claim(waiter_id, _grant_of(row), client)
+                    return _claim(waiter_id, _grant_of(row, limits), client)
                 # After our own pass granted nothing, someone is ahead: wait to be woken (or re-check).
                 fresh = not passed or woken
                 until = _seconds_until_fit(json.loads(row[0]), row[1], now) if fresh else RECHECK_SECONDS
