@@ -6,8 +6,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat api/pyproject.toml sdk-python/pyproject.toml requirements-dev.txt 2>/dev/null | sha1sum | cut -c1-12)
 PY_DIRS := api tests $(wildcard sdk-python) examples
 HAS_PROVIDER := $(wildcard terraform-provider/GNUmakefile)
+PG_INITDB := $(firstword $(wildcard /usr/lib/postgresql/*/bin/initdb))
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: run install test lint fmt openapi openapi-check test-py test-pg test-go provider e2e bench clean
+.PHONY: run install postgres test lint fmt openapi openapi-check test-py test-pg test-go provider e2e bench clean
 
 $(STAMP):
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,6 +18,11 @@ $(STAMP):
 	@rm -f $(VENV)/.installed-* && touch $@
 
 install: $(STAMP)
+
+## PostgreSQL server binaries for the tests (tests/pg.py runs a throwaway cluster from them); Debian/Ubuntu.
+postgres:
+	@test -n "$(PG_INITDB)" || { $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends postgresql; }
 
 ## Start the control plane on 127.0.0.1:4280 (SQLite file under ./data; see README for GCL_* overrides).
 run: $(STAMP)
@@ -39,11 +46,11 @@ openapi: $(STAMP)
 openapi-check: $(STAMP)
 	$(BIN)/gcl-server openapi --check api/openapi.json
 
-test-py: $(STAMP)
+test-py: $(STAMP) postgres
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 ## The API and engine suites again, on a throwaway PostgreSQL (started and stopped by the tests).
-test-pg: $(STAMP)
+test-pg: $(STAMP) postgres
 	GCL_TEST_DATABASE=postgresql $(BIN)/pytest tests/api $(PYTEST_ARGS)
 
 test-go: $(STAMP)
@@ -56,7 +63,7 @@ provider: $(STAMP)
 e2e: $(STAMP) provider
 	$(BIN)/pytest tests/e2e $(PYTEST_ARGS)
 
-bench: $(STAMP)
+bench: $(STAMP) postgres
 	$(BIN)/python -m tests.bench $(BENCH_ARGS)
 
 clean:
