@@ -238,13 +238,41 @@ def test_sync_grant_arriving_after_interrupt_is_released():
     timer = threading.Timer(0, lambda: (entered.wait(5), _interrupt_main(), gate.set()))
     with pytest.raises(KeyboardInterrupt):
         timer.start()
-        run_sync(_base.acquire_flow(AcquireSpec(["a"])), sender)
+        run_sync(_base.acquire_flow(AcquireSpec(["a"], server_wait=False)), sender)  # polling: no queue place
     timer.join(5)
     for _ in range(500):
         if transport.closed:
             break
         threading.Event().wait(0.01)
     assert [r.json.get("lease_id") for r in transport.sent] == [None, "L1"] and transport.closed
+
+
+def test_sync_interrupt_withdraws_a_request_parked_in_the_server_queue():
+    sent, parked, withdrawn = [], threading.Event(), threading.Event()
+
+    class Parked:
+        def send(self, req):
+            sent.append(req)
+            if req.method == "DELETE":
+                withdrawn.set()
+                return resp(204)
+            parked.set()
+            withdrawn.wait(5)  # the server ends the parked request once it is withdrawn
+            return resp(423, {"message": "withdrawn"})
+
+        def close(self):
+            pass
+
+    sender = _GuardedSender(Parked(), own=False)
+    timer = threading.Timer(0, lambda: (parked.wait(5), _interrupt_main()))
+    with pytest.raises(KeyboardInterrupt):
+        timer.start()
+        run_sync(_base.acquire_flow(AcquireSpec(["a"])), sender)
+    timer.join(5)
+    assert withdrawn.wait(5)
+    acquire, withdraw = sent[0], sent[1]
+    assert acquire.json["wait_seconds"] == 30.0
+    assert withdraw.method == "DELETE" and withdraw.path.endswith(f"/waiters/{acquire.json['queue_ticket']}")
 
 
 def _interrupt_main():

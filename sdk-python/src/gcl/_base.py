@@ -204,6 +204,31 @@ class AcquireSpec:
     server_wait: bool = True
 
 
+def concurrency_spec(names, occupy, timeout_seconds, max_retries, lease_duration, strict, holder) -> AcquireSpec:
+    """What sync and asyncio ``concurrency()`` ask for: one definition for both."""
+    return AcquireSpec(
+        names=normalize_names(names),
+        occupy=occupy,
+        timeout_seconds=timeout_seconds,
+        max_retries=max_retries,
+        lease_duration=lease_duration,
+        holder=holder,
+        strict=strict,
+    )
+
+
+def rate_limit_spec(names, occupy, timeout_seconds, strict) -> AcquireSpec:
+    """What sync and asyncio ``rate_limit()`` ask for: no lease, never released."""
+    return AcquireSpec(
+        names=normalize_names(names),
+        occupy=occupy,
+        mode="rate_limit",
+        timeout_seconds=timeout_seconds,
+        lease_duration=None,
+        strict=strict,
+    )
+
+
 @dataclass(frozen=True)
 class Grant:
     names: list[str]

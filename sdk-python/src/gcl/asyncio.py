@@ -15,10 +15,11 @@ from gcl._base import (
     Request,
     Response,
     acquire_flow,
+    concurrency_spec,
     lease_id_of,
     missing_message,
-    normalize_names,
     parked_ticket,
+    rate_limit_spec,
     release_failed_message,
     release_flow,
     resolve_config,
@@ -194,15 +195,7 @@ def concurrency(
     ``raise_on_lease_renewal_failure`` (default: ``strict``), the task running the body is
     cancelled and the cancellation surfaces as ``LeaseLostError``; otherwise a ``LeaseLostWarning``.
     """
-    spec = AcquireSpec(
-        names=normalize_names(names),
-        occupy=occupy,
-        timeout_seconds=timeout_seconds,
-        max_retries=max_retries,
-        lease_duration=lease_duration,
-        holder=holder,
-        strict=strict,
-    )
+    spec = concurrency_spec(names, occupy, timeout_seconds, max_retries, lease_duration, strict, holder)
     raise_on_loss = strict if raise_on_lease_renewal_failure is None else raise_on_lease_renewal_failure
     return AsyncConcurrencyContext(spec, raise_on_loss, client, (api_url, api_key))
 
@@ -218,14 +211,7 @@ async def rate_limit(
     api_key: str | None = None,
 ) -> None:
     """Async twin of ``gcl.sync.rate_limit``."""
-    spec = AcquireSpec(
-        names=normalize_names(names),
-        occupy=occupy,
-        mode="rate_limit",
-        timeout_seconds=timeout_seconds,
-        lease_duration=None,
-        strict=strict,
-    )
+    spec = rate_limit_spec(names, occupy, timeout_seconds, strict)
     if not spec.names:
         return
     transport = client.transport if client else AsyncTransport(resolve_config(api_url, api_key))

@@ -15,10 +15,11 @@ from gcl._base import (
     Request,
     Response,
     acquire_flow,
+    concurrency_spec,
     lease_id_of,
     missing_message,
-    normalize_names,
     parked_ticket,
+    rate_limit_spec,
     release_failed_message,
     release_flow,
     resolve_config,
@@ -213,15 +214,7 @@ def concurrency(
     bytecode boundary and ``LeaseLostError`` is raised; otherwise a ``LeaseLostWarning`` is issued.
     Slots are released on every exit path.
     """
-    spec = AcquireSpec(
-        names=normalize_names(names),
-        occupy=occupy,
-        timeout_seconds=timeout_seconds,
-        max_retries=max_retries,
-        lease_duration=lease_duration,
-        holder=holder,
-        strict=strict,
-    )
+    spec = concurrency_spec(names, occupy, timeout_seconds, max_retries, lease_duration, strict, holder)
     raise_on_loss = strict if raise_on_lease_renewal_failure is None else raise_on_lease_renewal_failure
     client = client or default_client((api_url, api_key))
     return ConcurrencyContext(spec, raise_on_loss, client, (api_url, api_key))
@@ -238,14 +231,7 @@ def rate_limit(
     api_key: str | None = None,
 ) -> None:
     """Block until ``occupy`` slots are granted on every (decaying) limit in ``names``; never releases."""
-    spec = AcquireSpec(
-        names=normalize_names(names),
-        occupy=occupy,
-        mode="rate_limit",
-        timeout_seconds=timeout_seconds,
-        lease_duration=None,
-        strict=strict,
-    )
+    spec = rate_limit_spec(names, occupy, timeout_seconds, strict)
     if not spec.names:
         return
     transport = (client or default_client((api_url, api_key))).transport

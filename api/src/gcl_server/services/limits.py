@@ -11,6 +11,7 @@ from ..errors import Conflict, Invalid, NotFound, PreconditionFailed
 from ..models import ConcurrencyLimit
 from . import transactional, waiting
 from .decay import decayed, denied_rate, shown_slots
+from .slots import leased_slots
 
 MANAGED = ("name", "limit", "active", "slot_decay_per_second")
 
@@ -19,19 +20,6 @@ def etag(limit):
     """Strong validator over the managed fields only: held slots never change it."""
     raw = f"{limit.id}|{limit.name}|{limit.limit}|{bool(limit.active)}|{float(limit.slot_decay_per_second)!r}"
     return '"' + hashlib.sha256(raw.encode()).hexdigest()[:32] + '"'
-
-
-def leased_slots(limit_ids, now):
-    """Slots held by live leases, per limit id: leases are the single source of truth."""
-    if not limit_ids:
-        return {}
-    marks = ", ".join("?" for _ in limit_ids)
-    cursor = execute(
-        "SELECT ll.limit_id, SUM(ll.slots) FROM lease_limit ll JOIN lease l ON l.id = ll.lease_id "
-        f"WHERE ll.limit_id IN ({marks}) AND l.expires > ? GROUP BY ll.limit_id",
-        (*limit_ids, now),
-    )
-    return {row[0]: int(row[1] or 0) for row in cursor.fetchall()}
 
 
 def runtime(limit, leased, now):

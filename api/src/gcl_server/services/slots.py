@@ -74,7 +74,8 @@ def lock_limits(names, skip_locked=False):
     return [LimitRow(r[0], r[1], r[2], bool(r[3]), *r[4:]) for r in cursor.fetchall()]
 
 
-def _leased(ids, now):
+def leased_slots(ids, now):
+    """Slots held by live leases, per limit id: leases are the single source of truth."""
     if not ids:
         return {}
     cursor = execute(
@@ -107,7 +108,7 @@ def read_limits(names):
 def blocked(rows, slots, now):
     """(row, occupancy, leased) for every active limit where the slots do not fit now."""
     active = [r for r in rows if r.active]
-    leased = _leased([r.id for r in active], now)
+    leased = leased_slots([r.id for r in active], now)
     out = []
     for r in active:
         occupancy = leased.get(r.id, 0) + decayed(r.pool, r.pool_at, r.rate, now)
