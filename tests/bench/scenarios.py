@@ -182,6 +182,8 @@ def analyze(results, limit, duration, start_at, hold):
         "wait_percentiles_ms": [ms(percentile(waits, q)) for q in range(101)] if waits else [],
         "handoff_p50_ms": ms(percentile(handoff_sent, 50)),
         "handoff_p99_ms": ms(percentile(handoff_sent, 99)),
+        "release_rtt_p50_ms": ms(percentile([c[5] - c[4] for c in cycles], 50)),
+        "release_rtt_p99_ms": ms(percentile([c[5] - c[4] for c in cycles], 99)),
         "handoff_from_release_response_p50_ms": ms(percentile(handoff_done, 50)),
         "handoff_from_release_response_p99_ms": ms(percentile(handoff_done, 99)),
         "per_client_min": min(counts) if counts else 0,
@@ -354,6 +356,8 @@ def contended(ctx):
                             f"util {row['utilization']:.3f} req/grant {row['requests_per_grant']} "
                             f"wait p50/p99 {row['wait_p50_ms']}/{row['wait_p99_ms']} ms "
                             f"handoff p50/p99 {row['handoff_p50_ms']}/{row['handoff_p99_ms']} ms "
+                            f"(from release response p50 {row['handoff_from_release_response_p50_ms']} ms; "
+                            f"release RTT p50 {row['release_rtt_p50_ms']} ms) "
                             f"jain {row['jain']} min/max {row['per_client_min_over_max']} "
                             f"maxconc {row['max_concurrency']} 5xx {row['status_5xx']}"
                         )
