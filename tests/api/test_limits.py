@@ -141,3 +141,21 @@ def test_health_ready_openapi_metrics(client):
     create(client, "db", 7)
     metrics = client.get("/metrics").get_data(as_text=True)
     assert 'gcl_limit_slots{name="db"} 7.0' in metrics
+
+
+def test_an_unexpected_error_is_a_json_500_without_a_traceback(app, caplog):
+    @app.route("/api/boom")
+    def boom():
+        raise RuntimeError("secret internals")
+
+    with caplog.at_level("ERROR"):
+        response = app.test_client().get("/api/boom")
+    assert response.status_code == 500
+    assert response.json == {
+        "code": 500,
+        "status": "Internal Server Error",
+        "message": "Internal server error.",
+        "detail": "Internal server error.",
+    }
+    assert "secret internals" not in response.get_data(as_text=True)
+    assert "secret internals" in caplog.text  # logged for operators, never sent

@@ -118,7 +118,7 @@ def handle_unexpected(error):
         # The JSON decoder's own limits (absurd nesting, undecodable text): the body is bad input.
         return envelope(400, "Bad Request", "Invalid request: the JSON body cannot be decoded.")
     log.exception("unhandled error")
-    return envelope(500, InternalServerError.name, "Internal server error.")
+    return envelope(500, "Internal Server Error", "Internal server error.")
 
 
 def register(app):
@@ -132,4 +132,4 @@ def _unwrap_internal(error):
     original = getattr(error, "original_exception", None)
     if original is not None and not isinstance(original, HTTPException):
         return handle_unexpected(original)
-    return envelope(500, InternalServerError.name, "Internal server error.")
+    return envelope(500, "Internal Server Error", "Internal server error.")

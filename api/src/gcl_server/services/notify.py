@@ -54,11 +54,24 @@ def client_closed(client):
 
 
 class Registry:
-    """waiter id -> Waker, for the requests parked in this process."""
+    """waiter id -> Waker, for the requests parked in this process; and the parking places they take."""
 
     def __init__(self):
         self._wakers = {}
         self._lock = threading.Lock()
+        self._reserved = 0
+
+    def reserve(self, capacity):
+        """Take one parking place if fewer than `capacity` are taken (atomic: no check-then-act race)."""
+        with self._lock:
+            if self._reserved >= capacity:
+                return False
+            self._reserved += 1
+            return True
+
+    def unreserve(self):
+        with self._lock:
+            self._reserved -= 1
 
     def register(self, waiter_id):
         waker = Waker()

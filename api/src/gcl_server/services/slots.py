@@ -284,12 +284,13 @@ def acquire(
 ):
     """Take slots on all names or none. Locked (with Retry-After) when they are not free now or within the wait."""
     deadline = time.time() + wait_seconds
-    may_park = waiting.parked_here() < max_parked
-    outcome = _acquire_tx(names, slots, mode, lease_seconds, holder, anonymous, wait_seconds, ticket, may_park)
-    if isinstance(outcome, Queued):
-        outcome = waiting.wait(outcome.waiter_id, deadline, client, outcome.limits) or Refused(0.0, outcome.waiter_id)
-        if outcome == "gone":
-            outcome = Refused(0.0)
+    with waiting.parking_place(max_parked if wait_seconds > 0 else 0) as may_park:
+        outcome = _acquire_tx(names, slots, mode, lease_seconds, holder, anonymous, wait_seconds, ticket, may_park)
+        if isinstance(outcome, Queued):
+            queued = outcome
+            outcome = waiting.wait(queued.waiter_id, deadline, client, queued.limits) or Refused(0.0, queued.waiter_id)
+            if outcome == "gone":
+                outcome = Refused(0.0)
     if isinstance(outcome, Refused):
         extra = {"queue_ticket": outcome.waiter_id} if outcome.waiter_id else None
         raise Locked(

@@ -5,6 +5,7 @@ change), or by the head's own timer when they free by time (lease expiry, decay)
 waiter is never overtaken by a later request on any of its limits, so large requests are never starved by small ones.
 """
 
+import contextlib
 import json
 import time
 import uuid
@@ -294,5 +295,13 @@ def queue_of(limit_id):
     ]
 
 
-def parked_here():
-    return len(notify.notifier().registry)
+@contextlib.contextmanager
+def parking_place(capacity):
+    """Yields True when this request may park (a place is held until it leaves), False when the process is full."""
+    registry = notify.notifier().registry
+    held = registry.reserve(capacity)
+    try:
+        yield held
+    finally:
+        if held:
+            registry.unreserve()
