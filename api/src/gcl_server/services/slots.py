@@ -257,7 +257,7 @@ def _acquire_tx(names, slots, mode, lease_seconds, holder, anonymous, wait_secon
     in_the_way = blocked(rows, slots, now)
     if not in_the_way and not waiting.queued_ahead(active_ids, now):
         return grant(rows, slots, now, lease_seconds, holder, anonymous)
-    record_denied(rows, slots, now)
+    record_denied(rows, slots, now)  # refused, or queued: either way these slots were not free for it
     if wait_seconds <= 0 or not may_park:
         return Refused(retry_after(in_the_way, slots, now))
     return Queued(

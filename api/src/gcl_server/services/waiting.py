@@ -83,32 +83,28 @@ def reattach(ticket, deadline, now):
     return "withdrawn" if row[1] == 0 else None
 
 
-def _limits_of(waiter_ids):
-    found = {}
-    for waiter_id, limit_id in execute(
-        f"SELECT waiter_id, limit_id FROM waiter_limit WHERE waiter_id IN ({_marks(waiter_ids)})", waiter_ids
-    ).fetchall():
-        found.setdefault(waiter_id, set()).add(limit_id)
-    return found
-
-
 def hand_off(limit_ids, now):
     """Grant waiters queued on these limits, oldest first, while their slots fit. Call inside a transaction."""
     limit_ids = list(limit_ids)
     if not limit_ids:
         return
-    candidates = execute(
-        "SELECT id, seq, names, slots, lease_seconds, anonymous, holder, owner FROM waiter WHERE id IN "
+    # Each candidate with every limit it queues on (one row per pair), oldest first.
+    pairs = execute(
+        "SELECT w.id, w.seq, w.names, w.slots, w.lease_seconds, w.anonymous, w.holder, w.owner, all_wl.limit_id "
+        "FROM waiter w JOIN waiter_limit all_wl ON all_wl.waiter_id = w.id WHERE w.id IN "
         f"(SELECT waiter_id FROM waiter_limit WHERE limit_id IN ({_marks(limit_ids)})) "
-        "AND granted_at IS NULL AND attached = ? AND expires > ? ORDER BY seq LIMIT ?",
+        "AND w.granted_at IS NULL AND w.attached = ? AND w.expires > ? ORDER BY w.seq LIMIT ?",
         (*limit_ids, True, now, MAX_CANDIDATES),
     ).fetchall()
-    if not candidates:
+    if not pairs:
         return
-    limits_of = _limits_of([c[0] for c in candidates])
+    candidates, limits_of = {}, {}
+    for row in pairs:
+        candidates.setdefault(row[0], row[:8])
+        limits_of.setdefault(row[0], set()).add(row[8])
     considered, blocked, targets, granted = set(limit_ids), set(), {}, False
-    for waiter_id, seq, names, slots, lease_seconds, anonymous, holder, owner in candidates:
-        mine = limits_of.get(waiter_id, set())
+    for waiter_id, seq, names, slots, lease_seconds, anonymous, holder, owner in candidates.values():
+        mine = limits_of[waiter_id]
         if mine & blocked:
             continue
         outside = mine - considered
@@ -123,7 +119,9 @@ def hand_off(limit_ids, now):
             targets.setdefault(owner, []).append(waiter_id)
         elif engine.blocked(rows, slots, now):
             blocked |= mine
-            if granted:  # a new queue head: wake it so it re-times itself against the new occupancy
+            if granted and any(r.rate > 0 for r in rows):
+                # A new head of a decaying limit: wake it to re-time itself against the pool it now faces.
+                # (Behind a plain limit only a release or an expiry it already timed can free slots.)
                 targets.setdefault(owner, []).append(waiter_id)
         else:
             # Claim the waiter first: under READ COMMITTED another node's hand-off may have granted it already.
