@@ -89,6 +89,8 @@ def targets(run):
     u = run.get("uncontended")
     if u and "raw" in u:
         check("uncontended acquire+release p50 (ms)", "raw HTTP, keep-alive", u["raw"]["p50_ms"], "≤", 2.5)
+        if "raw_lean" in u:
+            check("uncontended acquire+release p50 (ms)", "raw HTTP, http.client", u["raw_lean"]["p50_ms"], "≤", 2.5)
         check("SDK overhead p50 (ms)", "shared gcl.Client", u.get("sdk_overhead_p50_ms"), "≤", 0.5)
     s = run.get("scale")
     if s and "acquire_cost_increase" in s:
@@ -185,6 +187,9 @@ def summary_counts(rows):
 def _details(name, res):
     if name == "uncontended":
         rows = [("raw HTTP (requests.Session)", res["raw"]["p50_ms"], res["raw"]["p99_ms"], res["raw"]["n"])]
+        if "raw_lean" in res:
+            lean = res["raw_lean"]
+            rows.append(("raw HTTP (http.client)", lean["p50_ms"], lean["p99_ms"], lean["n"]))
         for key, label in (("sdk", "SDK, shared gcl.Client"), ("sdk_default", "SDK, default (own session per with)")):
             v = res.get(key)
             if v and "p50_ms" in v:
