@@ -41,7 +41,7 @@ class Dialect:
 
     def __init__(self, database):
         self.database = database
-        self._lock_path = f"{database.database}-gcl-write.lock"
+        self._lock_path = f"{database.database}-gcl-write.lock" if database is not None else None
         self._local = threading.local()
 
     @contextlib.contextmanager
