@@ -4,6 +4,7 @@ import random
 import threading
 import time
 
+import psycopg2
 import requests
 
 INCREMENT = "/api/v2/concurrency_limits/increment-with-lease"
@@ -80,3 +81,14 @@ def max_overlap(holds, name):
         current += delta
         peak = max(peak, current)
     return peak
+
+
+def deadlocks(url):
+    """Deadlocks PostgreSQL has counted in the database at url (pg_stat_database)."""
+    conn = psycopg2.connect(url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()")
+            return cur.fetchone()[0]
+    finally:
+        conn.close()

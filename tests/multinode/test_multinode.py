@@ -7,11 +7,10 @@ import uuid
 from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime
 
-import psycopg2
 import pytest
 import requests
 
-from .clients import DECREMENT, INCREMENT, max_overlap, run_client
+from .clients import DECREMENT, INCREMENT, deadlocks, max_overlap, run_client
 
 PROCESSES = 4
 THREADS = 4
@@ -35,16 +34,6 @@ def active_slots(node, name):
     response = requests.get(f"{node.limits_url}/{name}", timeout=10)
     assert response.status_code == 200, response.text
     return response.json()["active_slots"]
-
-
-def _deadlocks(url):
-    conn = psycopg2.connect(url)
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()")
-            return cur.fetchone()[0]
-    finally:
-        conn.close()
 
 
 @pytest.mark.parametrize("wait_seconds", [None, 20], ids=["polling", "parked"])
@@ -86,7 +75,7 @@ def test_limits_hold_exactly_across_nodes(pg_url, server_factory, wait_seconds):
     for node in nodes:
         node.stop()  # PostgreSQL counts a deadlock when its backend reports statistics, at the latest on exit
     # Lock order is fixed everywhere, and hand-offs never wait out of order: no deadlock (each would cost 1 s).
-    assert _deadlocks(pg_url) == 0
+    assert deadlocks(pg_url) == 0
 
 
 def _acquire(node, name, lease=LEASE):

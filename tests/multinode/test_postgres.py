@@ -13,6 +13,8 @@ from gcl_server.services import limits as limits_service
 
 from tests import pg
 
+from .clients import deadlocks
+
 
 def _limit(name=None, limit=10):
     return limits_service.create({"name": name or uuid.uuid4().hex, "limit": limit})
@@ -193,22 +195,12 @@ def test_a_pooled_connection_closed_by_the_server_is_replaced_not_used(pg_app, p
         assert execute("SELECT pg_backend_pid()").fetchone()[0] != before
 
 
-def _deadlocks(url):
-    conn = psycopg2.connect(url)
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()")
-            return cur.fetchone()[0]
-    finally:
-        conn.close()
-
-
 def test_overlapping_acquires_and_releases_never_deadlock(pg_app, pg_url):
     """Every path that locks several limit rows locks them in id order: no deadlock (each would cost 1 s)."""
     with pg_app.app_context():
         names = [_limit(limit=2).name for _ in range(3)]
         sets = [names, names[:2], names[1:], [names[2], names[0]], names[::-1]]
-        before = _deadlocks(pg_url)
+        before = deadlocks(pg_url)
 
         def churn(seed):
             done = 0
@@ -224,7 +216,7 @@ def test_overlapping_acquires_and_releases_never_deadlock(pg_app, pg_url):
 
         assert all(_in_threads([lambda seed=seed: churn(seed) for seed in range(8)], timeout=120))
         db.obj.close_all()  # backends flush their statistics when they end
-        assert _deadlocks(pg_url) == before
+        assert deadlocks(pg_url) == before
 
 
 def test_a_renewal_racing_the_sweeper_keeps_its_slots(pg_app, pg_url):
