@@ -1,6 +1,8 @@
 """Unit tests of the sans-I/O core (no server): config, parsing, retry decisions, the acquire flow, drivers."""
 
 import asyncio
+import os
+import signal
 import threading
 
 import pytest
@@ -264,7 +266,8 @@ def test_sync_interrupt_withdraws_a_request_parked_in_the_server_queue():
             pass
 
     sender = _GuardedSender(Parked(), own=False)
-    timer = threading.Timer(0, lambda: (parked.wait(5), _interrupt_main()))
+    # A real SIGINT, as Ctrl-C sends: it interrupts the main thread's wait for the parked request.
+    timer = threading.Timer(0, lambda: (parked.wait(5), os.kill(os.getpid(), signal.SIGINT)))
     with pytest.raises(KeyboardInterrupt):
         timer.start()
         run_sync(_base.acquire_flow(AcquireSpec(["a"])), sender)

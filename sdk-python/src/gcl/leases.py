@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import ctypes
+import heapq
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -39,6 +41,46 @@ def interrupt_thread(thread_id: int, exc_type: type[BaseException] | None) -> bo
     return hit == 1
 
 
+class _Scheduler:
+    """One process-wide thread that starts a keeper's own thread only when its first renewal falls due.
+
+    Most bodies end long before ¾ of their lease: they then start no thread at all, which is most of what a
+    ``with concurrency(...)`` used to cost on top of its two HTTP calls."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, LeaseKeeper]] = []
+        self._count = 0
+        self._pid = 0
+        self._compact_at = 1024
+
+    def add(self, due: float, keeper: LeaseKeeper) -> None:
+        with self._cond:
+            if self._pid != os.getpid():  # first use, or a forked child: the parent's thread is not here
+                self._heap, self._pid = [], os.getpid()
+                threading.Thread(target=self._run, name="gcl-lease-scheduler", daemon=True).start()
+            if len(self._heap) >= self._compact_at:  # drop keepers stopped long before their due time
+                self._heap = [entry for entry in self._heap if not entry[2].stopped]
+                heapq.heapify(self._heap)
+                self._compact_at = max(1024, 2 * len(self._heap))
+            self._count += 1
+            heapq.heappush(self._heap, (due, self._count, keeper))
+            self._cond.notify()
+
+    def _run(self) -> None:
+        with self._cond:
+            while True:
+                now = time.monotonic()
+                while self._heap and (self._heap[0][2].stopped or self._heap[0][0] <= now):
+                    _, _, keeper = heapq.heappop(self._heap)
+                    if not keeper.stopped:
+                        keeper._thread.start()
+                self._cond.wait(self._heap[0][0] - now if self._heap else None)
+
+
+_scheduler = _Scheduler()
+
+
 class LeaseKeeper:
     """Renews a lease every ~3/4 of its duration from a daemon thread with its own HTTP session.
 
@@ -69,8 +111,15 @@ class LeaseKeeper:
         self._thread = threading.Thread(target=self._run, name=f"gcl-lease-{lease_id}", daemon=True)
 
     def start(self) -> LeaseKeeper:
-        self._thread.start()
+        if self._clock is time.monotonic:
+            _scheduler.add(self._expires_at - (1 - RENEW_FRACTION) * self.lease_duration, self)
+        else:  # a test clock: the scheduler's real time means nothing to it
+            self._thread.start()
         return self
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
 
     def stop(self) -> None:
         """Never blocks: an in-flight renewal finishes in the background."""
