@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import random
@@ -254,6 +255,15 @@ def acquire_request(
     body["lease_duration"] = spec.lease_duration
     body["holder"] = dict(spec.holder) if spec.holder else default_holder()
     return Request("POST", f"{LIMITS_PATH}/increment-with-lease", json=body, timeout=timeout)
+
+
+def to_response(status: int, headers: Mapping[str, str], content: bytes, text: Callable[[], str]) -> Response:
+    """One decoding of an HTTP answer for both transports: JSON body, or the first of a non-JSON text."""
+    try:
+        body = json.loads(content) if content else None
+    except ValueError:
+        body = {"message": text()[:200]}
+    return Response(status, {k.lower(): v for k, v in headers.items()}, body)
 
 
 def withdraw_request(ticket: str, timeout: float | None = DEFAULT_HTTP_TIMEOUT) -> Request:

@@ -22,6 +22,7 @@ from gcl._base import (
     auth_headers,
     connection_reason,
     resolve_config,
+    to_response,
 )
 from gcl._crud import Lease, Limit
 from gcl.errors import GCLConnectionError
@@ -53,11 +54,7 @@ class AsyncTransport:
             )
         except (httpx.TransportError, httpx.TimeoutException) as exc:
             raise GCLConnectionError(f"Cannot reach {self.config.api_url}: {connection_reason(exc)}") from exc
-        try:
-            body = raw.json() if raw.content else None
-        except ValueError:
-            body = {"message": raw.text[:200]}
-        return Response(raw.status_code, {k.lower(): v for k, v in raw.headers.items()}, body)
+        return to_response(raw.status_code, raw.headers, raw.content, lambda: raw.text)
 
     async def aclose(self) -> None:
         if self._own:

@@ -42,6 +42,9 @@ def _in_background(coro: Any) -> asyncio.Task:
     return task
 
 
+CANCEL_CLEANUP_SECONDS = 5.0
+
+
 class _ShieldedSender:
     """Sends acquisition requests shielded from cancellation: if the caller is cancelled while a
     request is in flight, the request completes in the background and a granted lease is released
@@ -60,7 +63,13 @@ class _ShieldedSender:
             return await asyncio.shield(inflight)
         except asyncio.CancelledError:
             self.handed_off = True
-            _in_background(self._finish_orphan(inflight, None if inflight.done() else parked_ticket(req)))
+            ticket = None if inflight.done() else parked_ticket(req)
+            cleanup = _in_background(self._finish_orphan(inflight, ticket))
+            if ticket:
+                # Parked in the server's queue: withdrawing ends that request at once. Finish before the
+                # cancellation goes on, so nothing of ours still holds a place or a slot (or outlives the loop).
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait({cleanup}, timeout=CANCEL_CLEANUP_SECONDS)
             raise
 
     async def _finish_orphan(self, inflight: asyncio.Future, ticket: str | None = None) -> None:

@@ -20,6 +20,7 @@ from gcl._base import (
     auth_headers,
     connection_reason,
     resolve_config,
+    to_response,
 )
 from gcl._crud import Lease, Limit
 from gcl.errors import GCLConnectionError
@@ -45,11 +46,7 @@ class SyncTransport:
             )
         except (requests.ConnectionError, requests.Timeout) as exc:
             raise GCLConnectionError(f"Cannot reach {self.config.api_url}: {connection_reason(exc)}") from exc
-        try:
-            body = raw.json() if raw.content else None
-        except ValueError:
-            body = {"message": raw.text[:200]}
-        return Response(raw.status_code, {k.lower(): v for k, v in raw.headers.items()}, body)
+        return to_response(raw.status_code, raw.headers, raw.content, lambda: raw.text)
 
     def close(self) -> None:
         if self._own:

@@ -32,6 +32,9 @@ from gcl.leases import HeldSlots, LeaseKeeper, LeaseLostInterrupt, interrupt_thr
 __all__ = ["concurrency", "rate_limit"]
 
 
+CANCEL_CLEANUP_SECONDS = 5.0
+
+
 class _GuardedSender:
     """Sends acquisition requests from a helper thread, so that an interrupt in the caller
     (KeyboardInterrupt, an async exception) cannot lose a grant: a 200 that arrives after the
@@ -47,6 +50,7 @@ class _GuardedSender:
         self.last_sent = time.monotonic()
         result: dict[str, Any] = {}
         done, lock, abandoned = threading.Event(), threading.Lock(), [False]
+        orphan_done = threading.Event()
 
         def work() -> None:
             try:
@@ -57,7 +61,10 @@ class _GuardedSender:
                 done.set()
                 if not abandoned[0]:
                     return
-            self._finish_orphan(result.get("resp"))
+            try:
+                self._finish_orphan(result.get("resp"))
+            finally:
+                orphan_done.set()
 
         try:
             threading.Thread(target=work, name="gcl-request").start()  # start() waits: an interrupt may land here
@@ -68,8 +75,14 @@ class _GuardedSender:
                 abandoned[0] = not done.is_set()
             if not abandoned[0]:
                 threading.Thread(target=self._finish_orphan, args=(result.get("resp"),)).start()
-            elif ticket := parked_ticket(req):  # parked in the server's queue: give the place up now
-                threading.Thread(target=self._withdraw, args=(ticket,)).start()
+            elif ticket := parked_ticket(req):
+                # Parked in the server's queue: withdrawing ends that request at once. Finish (and release a
+                # grant that raced in) before the interrupt goes on, so nothing of ours holds a place or a slot.
+                withdraw = threading.Thread(target=self._withdraw, args=(ticket,))
+                withdraw.start()
+                with contextlib.suppress(BaseException):  # a second Ctrl-C only stops us waiting
+                    withdraw.join(CANCEL_CLEANUP_SECONDS)
+                    orphan_done.wait(CANCEL_CLEANUP_SECONDS)
             raise
         if "exc" in result:
             raise result["exc"]
