@@ -37,11 +37,21 @@ class LimitRow(NamedTuple):
     denied: float
     denied_at: float
     avg: float
+    leased: int = 0  # slots of live leases when the row was read
+
+
+def _row(r, leased=0):
+    return LimitRow(r[0], r[1], r[2], bool(r[3]), *r[4:10], leased)
 
 
 COLUMNS = (
     'id, name, "limit", active, slot_decay_per_second, decay_occupancy, decay_updated, '
     "denied, denied_updated, avg_slot_occupancy_seconds"
+)
+# The slots of a limit's live leases, as a column of the limit's own row (one statement instead of two).
+LEASED_COLUMN = (
+    "(SELECT COALESCE(SUM(ll.slots), 0) FROM lease_limit ll JOIN lease l ON l.id = ll.lease_id "
+    "WHERE ll.limit_id = concurrency_limit.id AND l.expires > ?)"
 )
 
 
@@ -58,20 +68,28 @@ def _marks(values):
     return ", ".join("?" for _ in values)
 
 
-def lock_limits(names, skip_locked=False):
-    """The existing limits among names, row-locked in id order (a fixed order: no deadlocks).
+def lock_limits(names, now, skip_locked=False):
+    """The existing limits among names with their leased slots at `now`, row-locked in id order (a fixed order:
+    no deadlocks).
 
     skip_locked: leave out rows another transaction holds (PostgreSQL), for a caller that already holds
     other rows and so must not wait out of order.
     """
     names = sorted(set(names))
     dialect = db.obj.dialect
+    if not dialect.lock_rows:  # SQLite: the transaction holds the database's write lock, one statement is exact
+        return read_limits(names, now)
     cursor = execute(
         f"SELECT {COLUMNS} FROM concurrency_limit WHERE name IN ({_marks(names)}) ORDER BY id"
         + (dialect.lock_rows_skip_locked if skip_locked else dialect.lock_rows),
         names,
     )
-    return [LimitRow(r[0], r[1], r[2], bool(r[3]), *r[4:]) for r in cursor.fetchall()]
+    # PostgreSQL (READ COMMITTED): count the leases in a statement of its own, after the lock is held. A
+    # subquery of the locking statement would see its snapshot from before a lock wait, without the leases the
+    # transaction it waited for committed.
+    rows = [_row(r) for r in cursor.fetchall()]
+    leased = leased_slots([r.id for r in rows], now)
+    return [r._replace(leased=leased.get(r.id, 0)) for r in rows]
 
 
 def leased_slots(ids, now):
@@ -98,22 +116,25 @@ def validate(rows, slots, mode):
         raise Invalid(f"Slots requested ({slots}) is greater than the limit of: " + ", ".join(too_small) + ".")
 
 
-def read_limits(names):
-    """The existing limits among names, without locks (for timing decisions only)."""
+def read_limits(names, now):
+    """The existing limits among names with their leased slots at `now`, without row locks."""
     names = sorted(set(names))
-    cursor = execute(f"SELECT {COLUMNS} FROM concurrency_limit WHERE name IN ({_marks(names)}) ORDER BY id", names)
-    return [LimitRow(r[0], r[1], r[2], bool(r[3]), *r[4:]) for r in cursor.fetchall()]
+    cursor = execute(
+        f"SELECT {COLUMNS}, {LEASED_COLUMN} FROM concurrency_limit WHERE name IN ({_marks(names)}) ORDER BY id",
+        (now, *names),
+    )
+    return [_row(r, int(r[10])) for r in cursor.fetchall()]
 
 
 def blocked(rows, slots, now):
-    """(row, occupancy, leased) for every active limit where the slots do not fit now."""
-    active = [r for r in rows if r.active]
-    leased = leased_slots([r.id for r in active], now)
+    """(row, occupancy, leased) for every active limit where the slots do not fit now (rows as read at now)."""
     out = []
-    for r in active:
-        occupancy = leased.get(r.id, 0) + decayed(r.pool, r.pool_at, r.rate, now)
+    for r in rows:
+        if not r.active:
+            continue
+        occupancy = r.leased + decayed(r.pool, r.pool_at, r.rate, now)
         if not fits(occupancy, slots, r.limit):
-            out.append((r, occupancy, leased.get(r.id, 0)))
+            out.append((r, occupancy, r.leased))
     return out
 
 
@@ -242,7 +263,7 @@ class Refused:
 @transactional
 def _acquire_tx(names, slots, mode, lease_seconds, holder, anonymous, wait_seconds, ticket, may_park):
     now = time.time()
-    rows = lock_limits(names)
+    rows = lock_limits(names, now)
     validate(rows, slots, mode)
     active_ids = [r.id for r in rows if r.active]
     if ticket and wait_seconds > 0:
@@ -264,6 +285,18 @@ def _acquire_tx(names, slots, mode, lease_seconds, holder, anonymous, wait_secon
         waiting.enqueue(rows, names, slots, mode, lease_seconds, anonymous, holder, now + wait_seconds, now, ticket),
         minimal(rows),
     )
+
+
+def after_grant(rows, slots, now):
+    """The rows as a grant of `slots` at `now` left them (for a caller that keeps deciding in the same transaction)."""
+    out = []
+    for r in rows:
+        if r.active and r.rate > 0:
+            r = r._replace(pool=decayed(r.pool, r.pool_at, r.rate, now) + slots, pool_at=now)
+        elif r.active:
+            r = r._replace(leased=r.leased + slots)
+        out.append(r)
+    return out
 
 
 def minimal(rows):
@@ -319,17 +352,12 @@ def _record_occupancy(limit_ids, seconds):
 def release(lease_id):
     """Free a lease's slots now and hand them to waiters; an unknown or already expired lease is a no-op."""
     now = time.time()
-    rows = execute(
-        "SELECT l.acquired, l.expires, ll.limit_id, ll.slots FROM lease l "
-        "LEFT JOIN lease_limit ll ON ll.lease_id = l.id WHERE l.id = ?",
-        (lease_id,),
-    ).fetchall()
-    if not rows:
+    held = execute("DELETE FROM lease_limit WHERE lease_id = ? RETURNING limit_id, slots", (lease_id,)).fetchall()
+    lease = execute("DELETE FROM lease WHERE id = ? RETURNING acquired, expires", (lease_id,)).fetchall()
+    if not lease:
         return False
-    acquired, expires = rows[0][0], rows[0][1]
-    limit_ids = [r[2] for r in rows if r[2] is not None and r[3] > 0]
-    execute("DELETE FROM lease_limit WHERE lease_id = ?", (lease_id,))
-    execute("DELETE FROM lease WHERE id = ?", (lease_id,))
+    acquired, expires = lease[0]
+    limit_ids = sorted(limit_id for limit_id, slots in held if slots > 0)
     if expires > now:
         _record_occupancy(limit_ids, now - acquired)
         waiting.hand_off(limit_ids, now)
@@ -340,7 +368,7 @@ def release(lease_id):
 def decrement(names, slots, occupancy_seconds=None):
     """Prefect's lease-less release by names: frees unleased slots (oldest first), clamped at zero."""
     now = time.time()
-    rows = lock_limits(names)
+    rows = lock_limits(names, now)
     for r in rows:
         if r.rate > 0:
             pool = max(0.0, decayed(r.pool, r.pool_at, r.rate, now) - slots)

@@ -103,6 +103,7 @@ def hand_off(limit_ids, now):
         candidates.setdefault(row[0], row[:8])
         limits_of.setdefault(row[0], set()).add(row[8])
     considered, blocked, targets, granted = set(limit_ids), set(), {}, False
+    known = {}  # name -> its row as this transaction left it (locked by it), None for a name with no limit
     for waiter_id, seq, names, slots, lease_seconds, anonymous, holder, owner in candidates.values():
         mine = limits_of[waiter_id]
         if mine & blocked:
@@ -111,7 +112,14 @@ def hand_off(limit_ids, now):
         if outside and queued_ahead(sorted(outside), now, before_seq=seq):
             blocked |= mine
             continue
-        rows = engine.lock_limits(json.loads(names), skip_locked=True)
+        wanted = json.loads(names)
+        if all(name in known for name in wanted):
+            rows = sorted((known[name] for name in wanted if known[name] is not None), key=lambda r: r.id)
+        else:
+            rows = engine.lock_limits(wanted, now, skip_locked=True)
+            if not db.obj.dialect.lock_rows or {r.id for r in rows} >= mine:  # all locked: safe to reuse
+                known.update(dict.fromkeys(wanted))
+                known.update((r.name, r) for r in rows)
         if db.obj.dialect.lock_rows and {r.id for r in rows} < mine:
             # PostgreSQL: another transaction holds one of its rows. Waiting for it here, out of id order,
             # could deadlock; the waiter is woken instead and takes its turn in its own transaction.
@@ -136,6 +144,7 @@ def hand_off(limit_ids, now):
             # Out of the queue at once: the queue scans stay as short as the queue (the row keeps the grant).
             execute("DELETE FROM waiter_limit WHERE waiter_id = ?", (waiter_id,))
             engine.grant(rows, slots, now, lease_seconds, json.loads(holder) if holder else None, anonymous, lease)
+            known.update((r.name, r) for r in engine.after_grant(rows, slots, now))
             targets.setdefault(owner, []).append(waiter_id)
             granted = True
         if considered <= blocked:
@@ -170,8 +179,9 @@ def _pass(waiter_id):
     row = _waiter(waiter_id)
     if row is None or row[2] is not None:
         return
-    rows = engine.lock_limits(json.loads(row[0]))
-    hand_off([r.id for r in rows if r.active], time.time())
+    now = time.time()
+    rows = engine.lock_limits(json.loads(row[0]), now)
+    hand_off([r.id for r in rows if r.active], now)
 
 
 @transactional
@@ -184,7 +194,7 @@ def _detach(waiter_id):
     if row[2] is not None:
         return _grant_of(row)
     execute("UPDATE waiter SET attached = ?, expires = ? WHERE id = ?", (False, now + GRACE_SECONDS, waiter_id))
-    rows = engine.lock_limits(json.loads(row[0]))
+    rows = engine.lock_limits(json.loads(row[0]), now)
     hand_off([r.id for r in rows if r.active], now)  # whoever queued behind may go now
     return None
 
@@ -216,13 +226,13 @@ def _cancel(waiter_id):
         engine.release(row[3])
     execute("DELETE FROM waiter_limit WHERE waiter_id = ?", (waiter_id,))
     execute("DELETE FROM waiter WHERE id = ?", (waiter_id,))
-    rows = engine.lock_limits(json.loads(row[0]))
+    rows = engine.lock_limits(json.loads(row[0]), now)
     hand_off([r.id for r in rows if r.active], now)
 
 
 def _seconds_until_fit(names, slots, now):
     """Read-only: when this request's slots could fit by time alone (expiry, decay); RECHECK if only a release can."""
-    rows = [r for r in engine.read_limits(names) if r.active]
+    rows = [r for r in engine.read_limits(names, now) if r.active]
     blocked = engine.blocked(rows, slots, now)
     if not blocked:
         return 0.0
