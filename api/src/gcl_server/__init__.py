@@ -41,6 +41,10 @@ def create_app(config=None):
         api.register_blueprint(blueprint)
     errors.register(app)
     app.before_request(auth.check_api_key)
+    if app.config["FAST_PATH"]:
+        from .fast import FastSlots
+
+        app.wsgi_app = FastSlots(app, app.wsgi_app)
 
     if app.config["SWEEPER"]:
         app.extensions["gcl_sweeper"] = Sweeper(app.config["SWEEP_INTERVAL_SECONDS"]).start()

@@ -28,17 +28,26 @@ def _scope_of(token, keys):
     return None
 
 
+def scope_of_header(authorization, keys):
+    """The scope of the API key in an Authorization header, None when it carries no valid key."""
+    scheme, _, token = authorization.partition(" ")
+    return _scope_of(token.strip(), keys) if scheme.lower() == "bearer" and token.strip() else None
+
+
+def allows(scope, needed):
+    return RANK[scope] >= RANK[needed]
+
+
 def check_api_key():
     keys = current_app.config["API_KEYS"]
     if not keys or request.path in OPEN_PATHS:
         return None
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    scope = _scope_of(token.strip(), keys) if scheme.lower() == "bearer" and token.strip() else None
+    scope = scope_of_header(request.headers.get("Authorization", ""), keys)
     if scope is None:
         response = envelope(401, "Unauthorized", "A valid API key is required: Authorization: Bearer <key>.")
         response.headers["WWW-Authenticate"] = 'Bearer realm="gcl"'
         return response
     needed = required_scope()
-    if RANK[scope] < RANK[needed]:
+    if not allows(scope, needed):
         return envelope(403, "Forbidden", f"This API key's scope ({scope}) does not allow this action ({needed}).")
     return None

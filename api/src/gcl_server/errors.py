@@ -51,15 +51,23 @@ class Unavailable(GCLError):
     status = 503
 
 
-def envelope(code, status_name, message, errors=None, retry_after=None, extra=None):
+def envelope_body(code, status_name, message, errors=None, extra=None):
     body = {"code": code, "status": status_name, "message": message, "detail": message}
     if errors:
         body["errors"] = errors
     body.update(extra or {})
-    response = jsonify(body)
+    return body
+
+
+def retry_after_header(seconds):
+    return f"{max(seconds, 0.0):.3f}"
+
+
+def envelope(code, status_name, message, errors=None, retry_after=None, extra=None):
+    response = jsonify(envelope_body(code, status_name, message, errors, extra))
     response.status_code = code
     if retry_after is not None:
-        response.headers["Retry-After"] = f"{max(retry_after, 0.0):.3f}"
+        response.headers["Retry-After"] = retry_after_header(retry_after)
     return response
 
 
@@ -75,9 +83,13 @@ _NAMES = {
 }
 
 
+def status_name(code):
+    return _NAMES.get(code, "Error")
+
+
 def handle_domain_error(error):
     return envelope(
-        error.status, _NAMES.get(error.status, "Error"), error.message, error.errors, error.retry_after, error.extra
+        error.status, status_name(error.status), error.message, error.errors, error.retry_after, error.extra
     )
 
 

@@ -16,7 +16,13 @@ DEFAULTS = {
     "MAX_WAITERS": 0,  # parked requests per worker process; 0: the worker's threads less a reserve
     "THREADS": 256,
     "MAX_CONTENT_LENGTH": 1024 * 1024,
+    "FAST_PATH": True,  # serve plainly valid hot slot requests without Flask (fast.py)
 }
+
+
+def _flag(value):
+    return value.lower() not in ("0", "false", "no", "off")
+
 
 # setting -> (environment variable, parser)
 ENVIRONMENT = {
@@ -26,10 +32,11 @@ ENVIRONMENT = {
     "LEASE_MIN_SECONDS": ("GCL_LEASE_MIN_SECONDS", float),
     "UNLEASED_TTL_SECONDS": ("GCL_UNLEASED_TTL_SECONDS", float),
     "SWEEP_INTERVAL_SECONDS": ("GCL_SWEEP_INTERVAL_SECONDS", float),
-    "SWEEPER": ("GCL_SWEEPER", lambda v: v.lower() not in ("0", "false", "no", "off")),
+    "SWEEPER": ("GCL_SWEEPER", _flag),
     "MAX_WAIT_SECONDS": ("GCL_MAX_WAIT_SECONDS", float),
     "MAX_WAITERS": ("GCL_MAX_WAITERS", int),
     "THREADS": ("GCL_THREADS", int),
+    "FAST_PATH": ("GCL_FAST_PATH", _flag),
 }
 
 

@@ -37,13 +37,17 @@ class Str(fields.String):
         return value
 
 
+def iso_timestamp(value):
+    if value is None:
+        return None
+    return dt.datetime.fromtimestamp(value, dt.UTC).isoformat().replace("+00:00", "Z")
+
+
 class Timestamp(fields.Field):
     """Epoch seconds in the database, ISO 8601 UTC on the wire."""
 
     def _serialize(self, value, attr, obj, **kwargs):
-        if value is None:
-            return None
-        return dt.datetime.fromtimestamp(value, dt.UTC).isoformat().replace("+00:00", "Z")
+        return iso_timestamp(value)
 
 
 def check_name(value):

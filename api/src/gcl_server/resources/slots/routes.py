@@ -22,8 +22,8 @@ blp = Blueprint("slots", __name__, url_prefix="/api/v2/concurrency_limits", desc
 LOCKED = {"description": "Slots not available now; see Retry-After (seconds)"}
 
 
-def lease_seconds(requested):
-    config = current_app.config
+def lease_seconds(requested, config=None):
+    config = config or current_app.config
     value = config["LEASE_DEFAULT_SECONDS"] if requested is None else requested
     low, high = config["LEASE_MIN_SECONDS"], config["LEASE_MAX_SECONDS"]
     if not low <= value <= high:
@@ -36,9 +36,8 @@ def _limits(rows):
     return [{"id": r.id, "name": r.name, "limit": r.limit} for r in rows]
 
 
-def waiting_options(body):
+def waiting_options(body, config, environ):
     """Keyword arguments for a waiting acquire: bounded wait, ticket, parking capacity, disconnect probe."""
-    config = current_app.config
     wait = body.get("wait_seconds") or 0.0
     if wait > config["MAX_WAIT_SECONDS"]:
         message = f"wait_seconds must be at most {config['MAX_WAIT_SECONDS']:g}."
@@ -48,8 +47,47 @@ def waiting_options(body):
         "ticket": str(body["queue_ticket"]) if body.get("queue_ticket") else None,
         "max_parked": config["MAX_WAITERS"],
         # gunicorn hands us the client socket: a parked request watches it to leave the queue at a disconnect
-        "client": request.environ.get("gunicorn.socket") if wait else None,
+        "client": environ.get("gunicorn.socket") if wait else None,
     }
+
+
+# The route functions proper, shared by the Flask views and the fast path (fast.py): a loaded body in, a response
+# body out, GCLError for a refusal.
+
+
+def increment(body, config, environ):
+    concurrency = body["mode"] == "concurrency"
+    grant = engine.acquire(
+        body["names"],
+        body["slots"],
+        body["mode"],
+        lease_seconds=config["UNLEASED_TTL_SECONDS"] if concurrency else None,
+        anonymous=True,
+        **waiting_options(body, config, environ),
+    )
+    return _limits(grant.limits)
+
+
+def increment_with_lease(body, config, environ):
+    seconds = lease_seconds(body.get("lease_duration"), config)
+    grant = engine.acquire(
+        body["names"],
+        body["slots"],
+        body["mode"],
+        seconds,
+        body.get("holder"),
+        **waiting_options(body, config, environ),
+    )
+    return {
+        "lease_id": grant.lease_id,
+        "limits": _limits(grant.limits),
+        "fencing_token": grant.token,
+        "expires": grant.expires,
+    }
+
+
+def decrement_with_lease(body, config, environ):
+    engine.release(str(body["lease_id"]))
 
 
 @blp.route("/increment")
@@ -59,16 +97,7 @@ class Increment(MethodView):
     @blp.alt_response(423, description=LOCKED["description"])
     def post(self, body):
         """Occupy slots on every named limit, or none (no lease: release with /decrement)"""
-        concurrency = body["mode"] == "concurrency"
-        grant = engine.acquire(
-            body["names"],
-            body["slots"],
-            body["mode"],
-            lease_seconds=current_app.config["UNLEASED_TTL_SECONDS"] if concurrency else None,
-            anonymous=True,
-            **waiting_options(body),
-        )
-        return _limits(grant.limits)
+        return increment(body, current_app.config, request.environ)
 
 
 @blp.route("/increment-with-lease")
@@ -78,16 +107,7 @@ class IncrementWithLease(MethodView):
     @blp.alt_response(423, description=LOCKED["description"])
     def post(self, body):
         """Occupy slots on every named limit, or none, under a renewable lease"""
-        seconds = lease_seconds(body.get("lease_duration"))
-        grant = engine.acquire(
-            body["names"], body["slots"], body["mode"], seconds, body.get("holder"), **waiting_options(body)
-        )
-        return {
-            "lease_id": grant.lease_id,
-            "limits": _limits(grant.limits),
-            "fencing_token": grant.token,
-            "expires": grant.expires,
-        }
+        return increment_with_lease(body, current_app.config, request.environ)
 
 
 @blp.route("/decrement")
@@ -105,7 +125,7 @@ class DecrementWithLease(MethodView):
     @blp.response(204)
     def post(self, body):
         """Release a lease's slots; an unknown lease is a no-op"""
-        engine.release(str(body["lease_id"]))
+        decrement_with_lease(body, current_app.config, request.environ)
 
 
 @blp.route("/leases/<uuid:lease_id>/renew")
