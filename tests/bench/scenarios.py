@@ -17,6 +17,7 @@ import requests
 from tests.bench.harness import (
     Acquirer,
     Backends,
+    LeanSession,
     jain,
     max_overlap,
     ms,
@@ -81,7 +82,7 @@ def contended_client(cfg, index, start_at, session):
 
 
 def _warm(limits_url):
-    session = requests.Session()
+    session = LeanSession(limits_url)  # raw HTTP at little client CPU: the server is what is measured
     session.get(limits_url.rsplit("/v2/", 1)[0] + "/health", timeout=30)
     return session
 
