@@ -77,6 +77,22 @@ def test_release_hands_the_slot_to_the_waiter_at_once(server):
     # handed over by the release itself: far sooner than any polling interval or the 1 s re-check
     assert waiter["at_end"] - released_at < 0.5
     assert api.active("db") == 1 and api.queue("db") == []
+    # The grant the parked request answered with (carried by its wake-up) is the lease the server stored.
+    grant = waiter["result"].json()
+    stored = api.session.get(f"{api.base}/db/leases", timeout=5).json()
+    assert [(x["lease_id"], x["fencing_token"], x["expires"]) for x in stored] == [
+        (grant["lease_id"], grant["fencing_token"], grant["expires"])
+    ]
+
+
+def test_wake_up_datagrams_carry_the_grant_exactly():
+    from gcl_server.services.notify import _decode, _encode
+
+    grant = (str(uuid.uuid4()), 42, 1790000000.123456)
+    assert _decode(_encode("w1", grant)) == ("w1", grant)
+    assert _decode(_encode("w2", (None, None, None))) == ("w2", (None, None, None))
+    assert _decode(_encode("w3", None)) == ("w3", None)
+    assert _decode("w4|not|a|grant") == ("w4", None)  # unreadable: the request reads its row instead
 
 
 def test_waiters_are_served_first_come_first_served(server):

@@ -20,8 +20,11 @@ class Waker:
 
     def __init__(self):
         self.fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self.grant = None  # (lease id, fencing token, expires) when the wake-up carries the committed grant
 
-    def set(self):
+    def set(self, grant=None):
+        if grant is not None:
+            self.grant = grant
         os.eventfd_write(self.fd, 1)
 
     def wait(self, timeout, client=None):
@@ -85,11 +88,11 @@ class Registry:
             if waker is not None:
                 waker.close()
 
-    def wake(self, waiter_id):
+    def wake(self, waiter_id, grant=None):
         with self._lock:
             waker = self._wakers.get(waiter_id)
             if waker is not None:
-                waker.set()
+                waker.set(grant)
         return waker is not None
 
     def __len__(self):
@@ -115,18 +118,19 @@ class Notifier:
                 data = self._sock.recv(4096)
             except OSError:
                 return
-            for waiter_id in data.decode(errors="ignore").split(","):
-                if waiter_id:
-                    self.registry.wake(waiter_id)
+            for entry in data.decode(errors="ignore").split(","):
+                if entry:
+                    self.registry.wake(*_decode(entry))
 
-    def send(self, owner, waiter_ids):
+    def send(self, owner, waiter_ids, grants=None):
+        grants = grants or {}
         if owner == self.address:
             for waiter_id in waiter_ids:
-                self.registry.wake(waiter_id)
+                self.registry.wake(waiter_id, grants.get(waiter_id))
             return
         try:
             _, host, port = owner.split(":")
-            self._out.sendto(",".join(waiter_ids).encode(), (host, int(port)))
+            self._out.sendto(",".join(_encode(i, grants.get(i)) for i in waiter_ids).encode(), (host, int(port)))
         except (OSError, ValueError):
             log.debug("wake-up to %s not delivered; the waiter re-checks on its own", owner)
 
@@ -170,9 +174,29 @@ class PostgresNotifier:
         for start in range(0, len(waiter_ids), 100):  # NOTIFY payloads are limited to 8000 bytes
             execute("SELECT pg_notify(?, ?)", (self.CHANNEL, ",".join(waiter_ids[start : start + 100])))
 
-    def send(self, owner, waiter_ids):
+    def send(self, owner, waiter_ids, grants=None):
+        grants = grants or {}
         for waiter_id in waiter_ids:
-            self.registry.wake(waiter_id)
+            self.registry.wake(waiter_id, grants.get(waiter_id))
+
+
+def _encode(waiter_id, grant):
+    """A datagram entry: the waiter id, and the grant it was made (so the request need not read it back)."""
+    if grant is None:
+        return waiter_id
+    lease_id, token, expires = grant
+    return f"{waiter_id}|{lease_id or ''}|{'' if token is None else token}|{'' if expires is None else repr(expires)}"
+
+
+def _decode(entry):
+    waiter_id, _, rest = entry.partition("|")
+    if not rest:
+        return waiter_id, None
+    try:
+        lease_id, token, expires = rest.split("|")
+        return waiter_id, (lease_id or None, int(token) if token else None, float(expires) if expires else None)
+    except ValueError:
+        return waiter_id, None  # not ours to trust: the request reads its row instead
 
 
 _notifier = None
@@ -193,17 +217,19 @@ def notifier():
         return _notifier
 
 
-def wake_all(targets):
-    """targets: {owner address: [waiter ids]}."""
+def wake_all(targets, grants=None):
+    """targets: {owner address: [waiter ids]}; grants: {waiter id: (lease id, token, expires)} of those granted."""
     if not targets:
         return
     node = notifier()
     for owner, ids in targets.items():
-        node.send(owner, ids)
+        node.send(owner, ids, grants)
 
 
-def on_commit(targets):
-    """Wake these waiters once the current transaction commits: local ones directly, others by datagram or NOTIFY."""
+def on_commit(targets, grants=None):
+    """Wake these waiters once the current transaction commits: local ones directly, others by datagram or NOTIFY.
+
+    grants: what the transaction granted to whom, handed to the woken request (a NOTIFY carries ids only)."""
     from ..database import execute
     from . import after_commit
 
@@ -213,4 +239,4 @@ def on_commit(targets):
         node.send_in_transaction(execute, [i for ids in remote.values() for i in ids])
         targets = {owner: ids for owner, ids in targets.items() if owner == node.address}
     if targets:
-        after_commit(lambda: wake_all(targets))
+        after_commit(lambda: wake_all(targets, grants))

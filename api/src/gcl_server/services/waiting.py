@@ -102,7 +102,7 @@ def hand_off(limit_ids, now):
     for row in pairs:
         candidates.setdefault(row[0], row[:8])
         limits_of.setdefault(row[0], set()).add(row[8])
-    considered, blocked, targets, granted = set(limit_ids), set(), {}, False
+    considered, blocked, targets, granted = set(limit_ids), set(), {}, {}
     known = {}  # name -> its row as this transaction left it (locked by it), None for a name with no limit
     for waiter_id, seq, names, slots, lease_seconds, anonymous, holder, owner in candidates.values():
         mine = limits_of[waiter_id]
@@ -146,11 +146,11 @@ def hand_off(limit_ids, now):
             engine.grant(rows, slots, now, lease_seconds, json.loads(holder) if holder else None, anonymous, lease)
             known.update((r.name, r) for r in engine.after_grant(rows, slots, now))
             targets.setdefault(owner, []).append(waiter_id)
-            granted = True
+            granted[waiter_id] = (lease[0], lease[1], now + lease_seconds if lease[0] else None)
         if considered <= blocked:
             break
     if targets:
-        notify.on_commit(targets)
+        notify.on_commit(targets, granted)
 
 
 def _waiter(waiter_id):
@@ -246,6 +246,11 @@ def wait(waiter_id, deadline, client=None, limits=None):
     try:
         recheck_at, passed, woken = 0.0, False, False
         while True:
+            if woken and waker.grant is not None and limits is not None:
+                # The wake-up carries the grant its transaction committed: no need to read it back.
+                lease_id, token, expires = waker.grant
+                grant = engine.Grant(limits=limits, lease_id=lease_id, token=token, expires=expires)
+                return _claim(waiter_id, grant, client)
             now = time.time()
             if woken or now >= recheck_at:
                 row = _waiter(waiter_id)
