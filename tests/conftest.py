@@ -16,6 +16,12 @@ from tests import pg
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
+# A shell without job control starts background commands with SIGINT ignored, and Python then never raises
+# KeyboardInterrupt. The Ctrl-C tests send real SIGINTs, here and to child processes (which inherit an ignored
+# signal across exec): restore Python's own handler so they test the SDK, not how the suite was launched.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 
 def free_port():
     with socket.socket() as sock:
