@@ -81,6 +81,23 @@ def test_default_holder_names_host_and_pid():
     assert _base.default_holder() == {"type": "process", "id": f"{socket.gethostname()}:{os.getpid()}"}
 
 
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_default_holder_of_a_forked_child_names_the_child():
+    _base.default_holder()["id"] = "changed by a caller"  # callers get a copy
+    parent = _base.default_holder()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.write(write, _base.default_holder()["id"].encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    with os.fdopen(read) as pipe:
+        assert pipe.read() == parent["id"].rsplit(":", 1)[0] + f":{pid}"
+
+
 @pytest.mark.parametrize(("value", "expected"), [("0.25", 0.25), ("3", 3.0), (None, 1.0), ("soon", 1.0), ("nan", 1.0)])
 def test_parse_retry_after(value, expected):
     assert _base.parse_retry_after(value) == expected

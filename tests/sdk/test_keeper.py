@@ -72,4 +72,32 @@ def test_stop_before_first_renewal_sends_nothing(monkeypatch):
     keeper = leases.LeaseKeeper(Config("http://x", None), "L1", 60, lambda err: None, granted_at=time.monotonic())
     keeper.start().stop()
     # the keeper's thread only starts when a renewal falls due: a stopped keeper never starts one
-    assert keeper._thread.ident is None and script.sent == []
+    assert keeper._thread is None and script.sent == []
+
+
+class FakeKeeper:
+    def __init__(self, stopped=False):
+        self.stopped = stopped
+        self.started_at = None
+
+    def _start_thread(self):
+        self.started_at = time.monotonic()
+
+
+def test_scheduler_starts_each_keeper_when_due_whatever_the_order():
+    scheduler = leases._Scheduler()
+    now = time.monotonic()
+    late, early, later_than_early = FakeKeeper(), FakeKeeper(), FakeKeeper()
+    scheduler.add(now + 0.9, late)
+    time.sleep(0.05)  # the thread sleeps until `late` is due...
+    scheduler.add(now + 0.3, early)  # ...so an earlier keeper must wake it
+    stopped = [FakeKeeper(stopped=True) for _ in range(leases._Scheduler.BATCH + 10)]
+    for keeper in stopped:  # a batch of finished bodies, due before all the others
+        scheduler.add(now + 0.1, keeper)
+    scheduler.add(now + 0.6, later_than_early)
+    deadline = time.monotonic() + 5
+    while late.started_at is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    for keeper, due in ((early, 0.3), (later_than_early, 0.6), (late, 0.9)):
+        assert keeper.started_at is not None and now + due <= keeper.started_at <= now + due + 0.25
+    assert all(keeper.started_at is None for keeper in stopped)

@@ -63,9 +63,17 @@ def auth_headers(config: Config) -> dict[str, str]:
     return {"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}
 
 
+_holder: dict[str, str] = {}
+
+
 def default_holder() -> dict[str, str]:
-    """Computed per acquisition: the pid changes after a fork."""
-    return {"type": "process", "id": f"{socket.gethostname()}:{os.getpid()}"}
+    """This process, named once per process: a forked child names itself anew (its pid differs)."""
+    if not _holder:
+        _holder.update(type="process", id=f"{socket.gethostname()}:{os.getpid()}")
+    return dict(_holder)
+
+
+os.register_at_fork(after_in_child=_holder.clear)
 
 
 def normalize_names(names: str | Sequence[str]) -> list[str]:

@@ -46,7 +46,8 @@ class SyncTransport:
             )
         except (requests.ConnectionError, requests.Timeout) as exc:
             raise GCLConnectionError(f"Cannot reach {self.config.api_url}: {connection_reason(exc)}") from exc
-        return to_response(raw.status_code, raw.headers, raw.content, lambda: raw.text)
+        # lower_items(): the stored keys, without a case-insensitive look-up per header
+        return to_response(raw.status_code, dict(raw.headers.lower_items()), raw.content, lambda: raw.text)
 
     def close(self) -> None:
         if self._own:

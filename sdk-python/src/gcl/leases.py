@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import collections
 import ctypes
 import heapq
+import itertools
 import logging
+import math
 import os
 import threading
 import time
@@ -45,37 +48,61 @@ class _Scheduler:
     """One process-wide thread that starts a keeper's own thread only when its first renewal falls due.
 
     Most bodies end long before ¾ of their lease: they then start no thread at all, which is most of what a
-    ``with concurrency(...)`` used to cost on top of its two HTTP calls."""
+    ``with concurrency(...)`` used to cost on top of its two HTTP calls. ``add`` only appends to ``_incoming``
+    (no lock, no wake-up) unless the keeper is due before the thread wakes anyway, or a batch has piled up."""
+
+    BATCH = 256  # keepers waiting to be sorted in (most of them stopped already) before the thread is woken
+    COMPACT_AT = 64
 
     def __init__(self) -> None:
-        self._cond = threading.Condition()
+        self._reset()
+        os.register_at_fork(after_in_child=self._reset)  # the parent's thread is not in a child
+
+    def _reset(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._incoming: collections.deque[tuple[float, LeaseKeeper]] = collections.deque()
         self._heap: list[tuple[float, int, LeaseKeeper]] = []
-        self._count = 0
-        self._pid = 0
-        self._compact_at = 1024
+        self._seq = itertools.count()
+        self._wake_at = math.inf  # when the thread wakes next: read without the lock, see _run
+        self._started = False
+        self._compact_at = self.COMPACT_AT
 
     def add(self, due: float, keeper: LeaseKeeper) -> None:
-        with self._cond:
-            if self._pid != os.getpid():  # first use, or a forked child: the parent's thread is not here
-                self._heap, self._pid = [], os.getpid()
-                threading.Thread(target=self._run, name="gcl-lease-scheduler", daemon=True).start()
-            if len(self._heap) >= self._compact_at:  # drop keepers stopped long before their due time
-                self._heap = [entry for entry in self._heap if not entry[2].stopped]
-                heapq.heapify(self._heap)
-                self._compact_at = max(1024, 2 * len(self._heap))
-            self._count += 1
-            heapq.heappush(self._heap, (due, self._count, keeper))
-            self._cond.notify()
+        self._incoming.append((due, keeper))
+        if due < self._wake_at or len(self._incoming) >= self.BATCH:
+            with self._cond:
+                if not self._started:
+                    self._started = True
+                    threading.Thread(target=self._run, name="gcl-lease-scheduler", daemon=True).start()
+                self._cond.notify()
 
     def _run(self) -> None:
         with self._cond:
             while True:
                 now = time.monotonic()
+                # Wake by the earliest due time sorted in, stopped or not: the keepers added after it with later due
+                # times (the usual case: same lease, later start) then need no wake-up.
+                horizon = math.inf
+                while self._incoming:
+                    due, keeper = self._incoming.popleft()
+                    if due > now:
+                        horizon = min(horizon, due)
+                    if not keeper.stopped:
+                        heapq.heappush(self._heap, (due, next(self._seq), keeper))
+                if len(self._heap) >= self._compact_at:  # drop keepers stopped long before their due time
+                    self._heap = [entry for entry in self._heap if not entry[2].stopped]
+                    heapq.heapify(self._heap)
+                    self._compact_at = max(self.COMPACT_AT, 2 * len(self._heap))
                 while self._heap and (self._heap[0][2].stopped or self._heap[0][0] <= now):
                     _, _, keeper = heapq.heappop(self._heap)
                     if not keeper.stopped:
-                        keeper._thread.start()
-                self._cond.wait(self._heap[0][0] - now if self._heap else None)
+                        keeper._start_thread()
+                # Publish the wake-up time, then look at _incoming once more: an add() after that look reads the new
+                # _wake_at and notifies (under the lock, so only once we wait) if it is due earlier. No keeper is
+                # left waiting past its due time.
+                self._wake_at = min(self._heap[0][0] if self._heap else math.inf, horizon)
+                if not self._incoming:
+                    self._cond.wait(None if self._wake_at == math.inf else self._wake_at - now)
 
 
 _scheduler = _Scheduler()
@@ -107,37 +134,48 @@ class LeaseKeeper:
         self._on_lost = on_lost
         self._clock = clock
         self._expires_at = granted_at + lease_duration
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"gcl-lease-{lease_id}", daemon=True)
+        # Both made only when a renewal falls due: most bodies end before, and stop() then just sets the flag.
+        self._stopped = False
+        self._stop: threading.Event | None = None
+        self._thread: threading.Thread | None = None
 
     def start(self) -> LeaseKeeper:
         if self._clock is time.monotonic:
             _scheduler.add(self._expires_at - (1 - RENEW_FRACTION) * self.lease_duration, self)
         else:  # a test clock: the scheduler's real time means nothing to it
-            self._thread.start()
+            self._start_thread()
         return self
+
+    def _start_thread(self) -> None:
+        self._stop = stop = threading.Event()
+        if self._stopped:  # stop() ran before the event existed (it sets the flag first, then reads the event)
+            stop.set()
+        self._thread = threading.Thread(target=self._run, args=(stop,), name=f"gcl-lease-{self.lease_id}", daemon=True)
+        self._thread.start()
 
     @property
     def stopped(self) -> bool:
-        return self._stop.is_set()
+        return self._stopped
 
     def stop(self) -> None:
         """Never blocks: an in-flight renewal finishes in the background."""
-        self._stop.set()
+        self._stopped = True
+        if (stop := self._stop) is not None:
+            stop.set()
 
-    def _run(self) -> None:
+    def _run(self, stop: threading.Event) -> None:
         next_at = self._expires_at - (1 - RENEW_FRACTION) * self.lease_duration
-        if self._stop.wait(max(0.0, next_at - self._clock())):
+        if stop.wait(max(0.0, next_at - self._clock())):
             return  # most bodies end before the first renewal: no session was ever needed
         transport = SyncTransport(self._config)
         try:
-            self._loop(transport, next_at)
+            self._loop(transport, next_at, stop)
         finally:
             transport.close()
 
-    def _loop(self, transport: SyncTransport, next_at: float) -> None:
+    def _loop(self, transport: SyncTransport, next_at: float, stop: threading.Event) -> None:
         failures = 0
-        while not self._stop.wait(max(0.0, next_at - self._clock())):
+        while not stop.wait(max(0.0, next_at - self._clock())):
             sent = self._clock()
             left = self._expires_at - sent
             req = renew_request(self.lease_id, self.lease_duration, timeout=min(DEFAULT_HTTP_TIMEOUT, max(left, 0.05)))
@@ -146,7 +184,7 @@ class LeaseKeeper:
                 status, why = resp.status, resp.message
             except GCLConnectionError as exc:
                 status, why = 0, str(exc)
-            if self._stop.is_set():
+            if stop.is_set():
                 return
             if status == 204:
                 self.renewals += 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 import time
 import warnings
@@ -25,20 +26,25 @@ from gcl._base import (
     resolve_config,
     withdraw_request,
 )
+from gcl._workers import Job, ignore, workers
 from gcl.client import Client, SyncTransport, run_sync
-from gcl.errors import GCLError, LeaseLostError, LeaseLostWarning, MissingLimitWarning, ReleaseFailedWarning
+from gcl.errors import LeaseLostError, LeaseLostWarning, MissingLimitWarning, ReleaseFailedWarning
 from gcl.leases import HeldSlots, LeaseKeeper, LeaseLostInterrupt, interrupt_thread
 
 __all__ = ["concurrency", "rate_limit"]
 
 
 CANCEL_CLEANUP_SECONDS = 5.0
+# A signal that arrives after the waiting thread released the GIL but before its wait began (a Ctrl-C, under load)
+# does not cut the wait short: CPython runs its handler only when the wait ends, for a parked request up to 30 s
+# later. Waiting in slices of this length bounds that delay.
+INTERRUPT_CHECK_SECONDS = 0.1
 
 
 class _GuardedSender:
-    """Sends acquisition requests from a helper thread, so that an interrupt in the caller
+    """Sends acquisition requests from a worker thread, so that an interrupt in the caller
     (KeyboardInterrupt, an async exception) cannot lose a grant: a 200 that arrives after the
-    caller gave up is released by the helper, which then closes the transport if we own it."""
+    caller gave up is released by the worker, which then closes the transport if we own it."""
 
     def __init__(self, transport: SyncTransport, own: bool) -> None:
         self.transport = transport
@@ -48,49 +54,28 @@ class _GuardedSender:
 
     def __call__(self, req: Request) -> Response:
         self.last_sent = time.monotonic()
-        result: dict[str, Any] = {}
-        done, lock, abandoned = threading.Event(), threading.Lock(), [False]
-        orphan_done = threading.Event()
-
-        def work() -> None:
-            try:
-                result["resp"] = self.transport.send(req)
-            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller below
-                result["exc"] = exc
-            with lock:
-                done.set()
-                if not abandoned[0]:
-                    return
-            try:
-                self._finish_orphan(result.get("resp"))
-            finally:
-                orphan_done.set()
-
+        job = Job(self.transport.send, req, self._finish_orphan)
         try:
-            threading.Thread(target=work, name="gcl-request").start()  # start() waits: an interrupt may land here
-            done.wait()
+            workers.submit(job)
+            while not job.done.acquire(timeout=INTERRUPT_CHECK_SECONDS):
+                pass  # see INTERRUPT_CHECK_SECONDS
         except BaseException:
             self.handed_off = True
-            with lock:
-                abandoned[0] = not done.is_set()
-            if not abandoned[0]:
-                threading.Thread(target=self._finish_orphan, args=(result.get("resp"),)).start()
-            elif ticket := parked_ticket(req):
+            started, finished = job.abandon()
+            if finished:
+                workers.submit(functools.partial(self._finish_orphan, job.resp))
+            elif started and (ticket := parked_ticket(req)):
                 # Parked in the server's queue: withdrawing ends that request at once. Finish (and release a
                 # grant that raced in) before the interrupt goes on, so nothing of ours holds a place or a slot.
-                withdraw = threading.Thread(target=self._withdraw, args=(ticket,))
-                withdraw.start()
+                withdraw = Job(self.transport.send, withdraw_request(ticket), ignore)
+                workers.submit(withdraw)
                 with contextlib.suppress(BaseException):  # a second Ctrl-C only stops us waiting
-                    withdraw.join(CANCEL_CLEANUP_SECONDS)
-                    orphan_done.wait(CANCEL_CLEANUP_SECONDS)
+                    withdraw.done.acquire(timeout=CANCEL_CLEANUP_SECONDS)
+                    job.orphan_done.acquire(timeout=CANCEL_CLEANUP_SECONDS)
             raise
-        if "exc" in result:
-            raise result["exc"]
-        return result["resp"]
-
-    def _withdraw(self, ticket: str) -> None:
-        with contextlib.suppress(GCLError):
-            self.transport.send(withdraw_request(ticket))
+        if job.exc is not None:
+            raise job.exc
+        return job.resp
 
     def _finish_orphan(self, resp: Response | None) -> None:
         try:
@@ -100,6 +85,15 @@ class _GuardedSender:
         finally:
             if self.own:
                 self.transport.close()
+
+
+def _release_again(transport: SyncTransport, lease_id: str | None, own: bool) -> None:
+    try:
+        if lease_id is not None:
+            run_sync(release_flow(lease_id), transport.send)
+    finally:
+        if own:
+            transport.close()
 
 
 _defaults = threading.local()
@@ -191,16 +185,20 @@ class ConcurrencyContext:
         return False
 
     def _release(self) -> None:
-        held = self._held
+        held, transport, own = self._held, self._transport, self._client is None
+        if transport is None:
+            return
         try:
-            # Through the guarded sender too: a second Ctrl-C cannot abort a release in flight.
-            sender = _GuardedSender(self._transport, own=False)
-            released = held.lease_id is None or run_sync(release_flow(held.lease_id), sender)
-            if not released and not held.lost:  # a lost lease is gone anyway: no noise
-                warnings.warn(release_failed_message(held.lease_id), ReleaseFailedWarning, stacklevel=4)
-        finally:
-            if self._client is None and self._transport is not None:
-                self._transport.close()
+            released = held.lease_id is None or run_sync(release_flow(held.lease_id), transport.send)
+        except BaseException:
+            # A second Ctrl-C cannot abort the release: it went out, or is lost with the connection; a worker
+            # sends it again (releasing is idempotent) and then closes the transport if we own it.
+            workers.submit(functools.partial(_release_again, transport, held.lease_id, own))
+            raise
+        if own:
+            transport.close()
+        if not released and not held.lost:  # a lost lease is gone anyway: no noise
+            warnings.warn(release_failed_message(held.lease_id), ReleaseFailedWarning, stacklevel=4)
 
 
 def concurrency(
