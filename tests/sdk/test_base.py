@@ -21,6 +21,8 @@ from gcl.errors import (
 )
 from gcl.sync import _GuardedSender
 
+from .fakes import ParkedTransport
+
 pytestmark = pytest.mark.timeout(30)
 
 GRANT = {"lease_id": "L1", "limits": [{"id": "1", "name": "a", "limit": 1}], "fencing_token": 7, "expires": "x"}
@@ -267,22 +269,9 @@ def test_sync_grant_arriving_after_interrupt_is_released():
 
 
 def test_sync_interrupt_withdraws_a_request_parked_in_the_server_queue():
-    sent, parked, withdrawn = [], threading.Event(), threading.Event()
-
-    class Parked:
-        def send(self, req):
-            sent.append(req)
-            if req.method == "DELETE":
-                withdrawn.set()
-                return resp(204)
-            parked.set()
-            withdrawn.wait(5)  # the server ends the parked request once it is withdrawn
-            return resp(423, {"message": "withdrawn"})
-
-        def close(self):
-            pass
-
-    sender = _GuardedSender(Parked(), own=False)
+    transport = ParkedTransport(park_seconds=5)
+    sent, parked, withdrawn = transport.sent, transport.parked, transport.withdrawn
+    sender = _GuardedSender(transport, own=False)
     # A real SIGINT, as Ctrl-C sends: it interrupts the main thread's wait for the parked request.
     timer = threading.Timer(0, lambda: (parked.wait(5), os.kill(os.getpid(), signal.SIGINT)))
     with pytest.raises(KeyboardInterrupt):

@@ -19,6 +19,8 @@ from gcl.asyncio import concurrency as aconcurrency
 from gcl.client import run_sync
 from gcl.sync import _GuardedSender, concurrency
 
+from .fakes import ParkedTransport
+
 pytestmark = pytest.mark.timeout(30)
 
 GRANT = {"lease_id": "L1", "limits": [{"id": "1", "name": "a", "limit": 1}], "fencing_token": 7, "expires": "x"}
@@ -86,17 +88,8 @@ def test_guarded_requests_reuse_threads_and_never_wait_behind_a_parked_one():
 def test_interrupt_that_does_not_wake_the_wait_is_seen_at_once_sync():
     import _thread
 
-    sent, parked, withdrawn = [], threading.Event(), threading.Event()
-
-    class Parked:
-        def send(self, req):
-            sent.append(req)
-            if req.method == "DELETE":
-                withdrawn.set()
-                return resp(204)
-            parked.set()
-            withdrawn.wait(10)
-            return resp(423, {"message": "withdrawn"})
+    transport = ParkedTransport(park_seconds=10)
+    sent, parked, withdrawn = transport.sent, transport.parked, transport.withdrawn
 
     # interrupt_main() leaves a KeyboardInterrupt pending without waking a blocked wait, like a Ctrl-C that lands
     # between the GIL's release and the wait.
@@ -104,7 +97,7 @@ def test_interrupt_that_does_not_wake_the_wait_is_seen_at_once_sync():
     started = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
         timer.start()
-        run_sync(acquire_flow(AcquireSpec(["a"])), _GuardedSender(Parked(), own=False))
+        run_sync(acquire_flow(AcquireSpec(["a"])), _GuardedSender(transport, own=False))
     timer.join(5)
     assert withdrawn.is_set() and time.monotonic() - started < 3  # withdrawn at once, not when the wait ends
     assert [r.method for r in sent] == ["POST", "DELETE"]

@@ -57,8 +57,9 @@ class _GuardedSender:
         job = Job(self.transport.send, req, self._finish_orphan)
         try:
             workers.submit(job)
-            while not job.done.acquire(timeout=INTERRUPT_CHECK_SECONDS):
-                pass  # see INTERRUPT_CHECK_SECONDS
+            done = False
+            while not done:  # in slices: see INTERRUPT_CHECK_SECONDS
+                done = job.done.acquire(timeout=INTERRUPT_CHECK_SECONDS)
         except BaseException:
             self.handed_off = True
             started, finished = job.abandon()
