@@ -4,8 +4,9 @@ import os
 
 bind = f"{os.environ.get('GCL_HOST', '127.0.0.1')}:{os.environ.get('GCL_PORT', '4280')}"
 workers = int(os.environ.get("GCL_WORKERS", "2"))
-# gthread: server-side waiting parks a request on a thread, not a whole process.
-worker_class = "gthread"
+# gthread (server-side waiting parks a request on a thread, not a whole process), with kept-alive connections
+# served by the thread that answered them (gcl_server/worker.py).
+worker_class = "gcl_server.worker.KeepAliveThreadWorker"
 threads = int(os.environ.get("GCL_THREADS", "256"))
 timeout = 60
 graceful_timeout = 10
