@@ -252,6 +252,11 @@ def grant(rows, slots, now, lease_seconds=None, holder=None, anonymous=False, le
 class Queued:
     waiter_id: str
     limits: list = field(default_factory=list)
+    slots: int = 0
+    # What kept it from a grant as the queueing transaction saw it at `at`: [(row, occupancy, leased)], [] when
+    # only earlier waiters were; None when unknown (a re-issued request keeping its place).
+    in_the_way: list | None = None
+    at: float = 0.0
 
 
 @dataclass
@@ -261,7 +266,8 @@ class Refused:
 
 
 @transactional
-def _acquire_tx(names, slots, mode, lease_seconds, holder, anonymous, wait_seconds, ticket, may_park):
+def _acquire_tx(names, slots, mode, lease_seconds, holder, anonymous, wait_seconds, ticket, waiter_id):
+    """waiter_id: the id to queue under (the client's ticket, or one chosen for it); None: the request may not park."""
     now = time.time()
     rows = lock_limits(names, now)
     validate(rows, slots, mode)
@@ -272,19 +278,17 @@ def _acquire_tx(names, slots, mode, lease_seconds, holder, anonymous, wait_secon
             return waiting.granted(ticket)
         if state == "waiting":
             waiting.hand_off(active_ids, now)
-            return Queued(ticket, minimal(rows))
+            return Queued(ticket, minimal(rows), slots)
         if state == "withdrawn":  # its client gave up already: never park it
             return Refused(MIN_RETRY_AFTER)
     in_the_way = blocked(rows, slots, now)
     if not in_the_way and not waiting.queued_ahead(active_ids, now):
         return grant(rows, slots, now, lease_seconds, holder, anonymous)
     record_denied(rows, slots, now)  # refused, or queued: either way these slots were not free for it
-    if wait_seconds <= 0 or not may_park:
+    if wait_seconds <= 0 or waiter_id is None:
         return Refused(retry_after(in_the_way, slots, now))
-    return Queued(
-        waiting.enqueue(rows, names, slots, mode, lease_seconds, anonymous, holder, now + wait_seconds, now, ticket),
-        minimal(rows),
-    )
+    waiting.enqueue(rows, names, slots, mode, lease_seconds, anonymous, holder, now + wait_seconds, now, waiter_id)
+    return Queued(waiter_id, minimal(rows), slots, in_the_way, now)
 
 
 def after_grant(rows, slots, now):
@@ -318,12 +322,15 @@ def acquire(
     """Take slots on all names or none. Locked (with Retry-After) when they are not free now or within the wait."""
     deadline = time.time() + wait_seconds
     with waiting.parking_place(max_parked if wait_seconds > 0 else 0) as may_park:
-        outcome = _acquire_tx(names, slots, mode, lease_seconds, holder, anonymous, wait_seconds, ticket, may_park)
-        if isinstance(outcome, Queued):
-            queued = outcome
-            outcome = waiting.wait(queued.waiter_id, deadline, client, queued.limits) or Refused(0.0, queued.waiter_id)
-            if outcome == "gone":
-                outcome = Refused(0.0)
+        waiter_id = (ticket or str(uuid.uuid4())) if may_park else None
+        # The wake-up is registered before the request can queue: a grant committed right after it queued finds it.
+        with waiting.wake_up(waiter_id) as waker:
+            outcome = _acquire_tx(names, slots, mode, lease_seconds, holder, anonymous, wait_seconds, ticket, waiter_id)
+            if isinstance(outcome, Queued):
+                queued = outcome
+                outcome = waiting.wait(queued, deadline, waker, client) or Refused(0.0, queued.waiter_id)
+                if outcome == "gone":
+                    outcome = Refused(0.0)
     if isinstance(outcome, Refused):
         extra = {"queue_ticket": outcome.waiter_id} if outcome.waiter_id else None
         raise Locked(

@@ -38,10 +38,10 @@ def queued_ahead(limit_ids, now, before_seq=None):
     return execute(query + " LIMIT 1", params).fetchone() is not None
 
 
-def enqueue(rows, names, slots, mode, lease_seconds, anonymous, holder, deadline, now, ticket=None):
+def enqueue(rows, names, slots, mode, lease_seconds, anonymous, holder, deadline, now, waiter_id=None):
     """Queue a request; a client may choose its ticket (a UUID), so it can withdraw before it hears back."""
     seq = execute(db.obj.dialect.next_token_sql("waiter_seq")).fetchone()[0]
-    waiter_id = ticket or str(uuid.uuid4())
+    waiter_id = waiter_id or str(uuid.uuid4())
     execute(
         "INSERT INTO waiter (id, seq, names, slots, mode, lease_seconds, anonymous, holder, owner, attached, expires,"
         " created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -67,7 +67,9 @@ def enqueue(rows, names, slots, mode, lease_seconds, anonymous, holder, deadline
 
 
 def reattach(ticket, deadline, now):
-    """Re-issued request: 'granted', 'waiting' (place kept), 'gone' (withdrawn or lapsed) or None (new ticket)."""
+    """Re-issued request: 'granted', 'waiting' (place kept), 'withdrawn', or None (a new ticket, or a lapsed one)."""
+    if execute("SELECT 1 FROM waiter WHERE id = ?", (ticket,)).fetchone() is None:
+        return None  # the common case: a first request
     cursor = execute(
         "UPDATE waiter SET attached = ?, owner = ?, expires = ? "
         "WHERE id = ? AND granted_at IS NULL AND expires > ? AND slots > 0",
@@ -80,7 +82,12 @@ def reattach(ticket, deadline, now):
         return None
     if row[0] is not None:
         return "granted"
-    return "withdrawn" if row[1] == 0 else None
+    if row[1] == 0:
+        return "withdrawn"
+    # Lapsed (its request and grace are over) and not swept yet: its place is lost, the ticket queues anew.
+    execute("DELETE FROM waiter_limit WHERE waiter_id = ?", (ticket,))
+    execute("DELETE FROM waiter WHERE id = ?", (ticket,))
+    return None
 
 
 def hand_off(limit_ids, now):
@@ -239,47 +246,70 @@ def _seconds_until_fit(names, slots, now):
     return max(engine.seconds_until_free(r, occupancy, leased, slots, now) for r, occupancy, leased in blocked)
 
 
-def wait(waiter_id, deadline, client=None, limits=None):
-    """Park until granted (a Grant), the deadline (None: keep the ticket), or the client leaves ('gone')."""
-    node = notify.notifier()
-    waker = node.registry.register(waiter_id)
+@contextlib.contextmanager
+def wake_up(waiter_id):
+    """This process's wake-up for a request that may queue under waiter_id (None: it will not queue)."""
+    if waiter_id is None:
+        yield None
+        return
+    registry = notify.notifier().registry
+    waker = registry.register(waiter_id)
     try:
-        recheck_at, passed, woken = 0.0, False, False
-        while True:
-            if woken and waker.grant is not None and limits is not None:
-                # The wake-up carries the grant its transaction committed: no need to read it back.
-                lease_id, token, expires = waker.grant
-                grant = engine.Grant(limits=limits, lease_id=lease_id, token=token, expires=expires)
-                return _claim(waiter_id, grant, client)
-            now = time.time()
-            if woken or now >= recheck_at:
-                row = _waiter(waiter_id)
-                if row is None or row[1] == 0:  # swept, or withdrawn by its client
-                    return None
-                if row[2] is not None:
-                    return _claim(waiter_id, _grant_of(row, limits), client)
-                # After our own pass granted nothing, someone is ahead: wait to be woken (or re-check).
-                fresh = not passed or woken
-                until = _seconds_until_fit(json.loads(row[0]), row[1], now) if fresh else RECHECK_SECONDS
-                passed = woken = False
-                if until <= 0.0:
-                    _pass(waiter_id)
-                    passed = True
-                    continue
-                recheck_at = now + min(until, RECHECK_SECONDS)
-            if now >= deadline:
-                return _detach(waiter_id)
-            # PostgreSQL: a parked request must not pin a pooled connection (tests/multinode: parked requests test).
-            db.obj.dialect.release_connection()
-            outcome = waker.wait(min(recheck_at, deadline) - now, client)
-            if outcome == "gone":
-                _cancel(waiter_id)
-                return "gone"
-            if outcome == "timeout" and client is not None and time.time() < min(recheck_at, deadline):
-                client = None  # the client sent more bytes (pipelining): stop watching its socket
-            woken = outcome == "woken"
+        yield waker
     finally:
-        node.registry.unregister(waiter_id)
+        registry.unregister(waiter_id)
+
+
+def _first_check(queued):
+    """When the parked request should first look again, from what its queueing transaction saw (0: at once)."""
+    if queued.in_the_way is None:
+        return 0.0  # unknown: read it
+    if not queued.in_the_way:
+        return queued.at + RECHECK_SECONDS  # behind earlier waiters only: they are served first, then it is woken
+    until = max(
+        engine.seconds_until_free(r, occupancy, leased, queued.slots, queued.at)
+        for r, occupancy, leased in queued.in_the_way
+    )
+    return 0.0 if until <= 0.0 else queued.at + min(until, RECHECK_SECONDS)
+
+
+def wait(queued, deadline, waker, client=None):
+    """Park until granted (a Grant), the deadline (None: keep the ticket), or the client leaves ('gone')."""
+    waiter_id, limits = queued.waiter_id, queued.limits
+    recheck_at, passed, woken = _first_check(queued), False, False
+    while True:
+        if woken and waker.grant is not None and limits is not None:
+            # The wake-up carries the grant its transaction committed: no need to read it back.
+            lease_id, token, expires = waker.grant
+            grant = engine.Grant(limits=limits, lease_id=lease_id, token=token, expires=expires)
+            return _claim(waiter_id, grant, client)
+        now = time.time()
+        if woken or now >= recheck_at:
+            row = _waiter(waiter_id)
+            if row is None or row[1] == 0:  # swept, or withdrawn by its client
+                return None
+            if row[2] is not None:
+                return _claim(waiter_id, _grant_of(row, limits), client)
+            # After our own pass granted nothing, someone is ahead: wait to be woken (or re-check).
+            fresh = not passed or woken
+            until = _seconds_until_fit(json.loads(row[0]), row[1], now) if fresh else RECHECK_SECONDS
+            passed = woken = False
+            if until <= 0.0:
+                _pass(waiter_id)
+                passed = True
+                continue
+            recheck_at = now + min(until, RECHECK_SECONDS)
+        if now >= deadline:
+            return _detach(waiter_id)
+        # PostgreSQL: a parked request must not pin a pooled connection (tests/multinode: parked requests test).
+        db.obj.dialect.release_connection()
+        outcome = waker.wait(min(recheck_at, deadline) - now, client)
+        if outcome == "gone":
+            _cancel(waiter_id)
+            return "gone"
+        if outcome == "timeout" and client is not None and time.time() < min(recheck_at, deadline):
+            client = None  # the client sent more bytes (pipelining): stop watching its socket
+        woken = outcome == "woken"
 
 
 def _claim(waiter_id, grant, client):
