@@ -22,7 +22,17 @@ if not control_socket_disable:
 
 def on_starting(server):
     # Migrate once in the master so workers never race on a fresh database.
+    from gcl_server import writer
     from gcl_server.database import migrate_url
     from gcl_server.settings import load
 
-    migrate_url(load()["DATABASE_URL"])
+    url = load()["DATABASE_URL"]
+    migrate_url(url)
+    if url.startswith("sqlite:") and os.environ.get("GCL_SQLITE_WRITER", "1") != "0":
+        server.gcl_writer = writer.start()  # workers fork after this and inherit its address
+
+
+def on_exit(server):
+    proc = getattr(server, "gcl_writer", None)
+    if proc is not None:
+        proc.stop()

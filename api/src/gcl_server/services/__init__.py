@@ -5,6 +5,7 @@ import random
 import threading
 import time
 
+from .. import writer
 from ..database import db
 from ..errors import Unavailable
 
@@ -24,6 +25,12 @@ def transactional(fn):
     def wrapper(*args, **kwargs):
         if getattr(_local, "depth", 0):
             return fn(*args, **kwargs)  # already inside a transaction: join it
+        remote = writer.client()  # SQLite under gunicorn: the one writer process runs it (gcl_server/writer.py)
+        if remote is not None:
+            try:
+                return remote.call(fn, args, kwargs)
+            except writer.Unreachable:
+                pass  # not delivered: run it here, under the same write lock
         dialect = db.obj.dialect
         for attempt in range(TX_ATTEMPTS):
             _local.pending, _local.depth = [], 1

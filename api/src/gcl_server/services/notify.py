@@ -16,10 +16,15 @@ log = logging.getLogger(__name__)
 
 
 class Waker:
-    """One parked request's wake-up: an eventfd, so the request can select() on it and its client socket at once."""
+    """One parked request's wake-up: an eventfd, so the request can select() on it and its client socket at once;
+    with SQLite also a datagram socket of its own, whose address is stored with the waiter, so a wake-up from another
+    process reaches the parked thread directly (no hop through the process's listener thread)."""
 
-    def __init__(self):
+    def __init__(self, waiter_id, sock=None):
+        self.waiter_id = waiter_id
         self.fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self.sock = sock
+        self.address = "udp:{}:{}".format(*sock.getsockname()) if sock is not None else None
         self.grant = None  # (lease id, fencing token, expires) when the wake-up carries the committed grant
 
     def set(self, grant=None):
@@ -29,18 +34,38 @@ class Waker:
 
     def wait(self, timeout, client=None):
         """'woken', 'gone' (the client closed its connection) or 'timeout'."""
-        watched = [self.fd] if client is None else [self.fd, client]
+        watched = [self.fd] if self.sock is None else [self.fd, self.sock]
+        if client is not None:
+            watched.append(client)
         try:
             readable = select.select(watched, [], [], max(timeout, 0.0))[0]
         except (OSError, ValueError):  # the client socket is already closed
             return "gone"
+        woken = self.sock in readable and self._receive()
         if self.fd in readable:
             with contextlib.suppress(BlockingIOError):
                 os.eventfd_read(self.fd)
+            woken = True
+        if woken:
             return "woken"
         if client is not None and client in readable:
             return "gone" if client_closed(client) else "timeout"
         return "timeout"
+
+    def _receive(self):
+        """Read the datagrams that arrived: True when one names this waiter (a pooled socket may get stale ones)."""
+        woken = False
+        while True:
+            try:
+                data = self.sock.recv(4096)
+            except (BlockingIOError, InterruptedError):
+                return woken
+            for entry in data.decode(errors="ignore").split(","):
+                waiter_id, grant = _decode(entry) if entry else (None, None)
+                if waiter_id == self.waiter_id:
+                    woken = True
+                    if grant is not None:
+                        self.grant = grant
 
     def close(self):
         os.close(self.fd)
@@ -59,10 +84,12 @@ def client_closed(client):
 class Registry:
     """waiter id -> Waker, for the requests parked in this process; and the parking places they take."""
 
-    def __init__(self):
+    def __init__(self, datagram_host=None):
         self._wakers = {}
         self._lock = threading.Lock()
         self._reserved = 0
+        self._host = datagram_host  # give each waker a datagram socket on this host (None: eventfd only)
+        self._sockets = []  # idle datagram sockets, reused: a parked request costs no socket()/bind()
 
     def reserve(self, capacity):
         """Take one parking place if fewer than `capacity` are taken (atomic: no check-then-act race)."""
@@ -77,7 +104,15 @@ class Registry:
             self._reserved -= 1
 
     def register(self, waiter_id):
-        waker = Waker()
+        sock = None
+        if self._host is not None:
+            with self._lock:
+                sock = self._sockets.pop() if self._sockets else None
+            if sock is None:
+                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                sock.bind((self._host, 0))
+                sock.setblocking(False)
+        waker = Waker(waiter_id, sock)
         with self._lock:
             self._wakers[waiter_id] = waker
         return waker
@@ -85,8 +120,17 @@ class Registry:
     def unregister(self, waiter_id):
         with self._lock:
             waker = self._wakers.pop(waiter_id, None)
-            if waker is not None:
-                waker.close()
+        if waker is None:
+            return
+        waker.close()
+        if waker.sock is not None:
+            waker.waiter_id = None
+            waker._receive()  # drop what arrived for it
+            with self._lock:
+                if len(self._sockets) < 64:
+                    self._sockets.append(waker.sock)
+                    return
+            waker.sock.close()
 
     def wake(self, waiter_id, grant=None):
         with self._lock:
@@ -103,7 +147,7 @@ class Notifier:
     """UDP datagrams on one address per process; the owner address is stored in each waiter row."""
 
     def __init__(self, host="127.0.0.1"):
-        self.registry = Registry()
+        self.registry = Registry(datagram_host=host)
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self._sock.bind((host, 0))
         self.address = f"udp:{host}:{self._sock.getsockname()[1]}"

@@ -266,14 +266,15 @@ class Refused:
 
 
 @transactional
-def _acquire_tx(names, slots, mode, lease_seconds, holder, anonymous, wait_seconds, ticket, waiter_id):
-    """waiter_id: the id to queue under (the client's ticket, or one chosen for it); None: the request may not park."""
+def _acquire_tx(names, slots, mode, lease_seconds, holder, anonymous, wait_seconds, ticket, waiter_id, owner=None):
+    """waiter_id: the id to queue under (the client's ticket, or one chosen for it), None when the request may not
+    park; owner: the wake-up address of the process where it parks."""
     now = time.time()
     rows = lock_limits(names, now)
     validate(rows, slots, mode)
     active_ids = [r.id for r in rows if r.active]
     if ticket and wait_seconds > 0:
-        state = waiting.reattach(ticket, now + wait_seconds, now)
+        state = waiting.reattach(ticket, now + wait_seconds, now, owner)
         if state == "granted":
             return waiting.granted(ticket)
         if state == "waiting":
@@ -287,7 +288,9 @@ def _acquire_tx(names, slots, mode, lease_seconds, holder, anonymous, wait_secon
     record_denied(rows, slots, now)  # refused, or queued: either way these slots were not free for it
     if wait_seconds <= 0 or waiter_id is None:
         return Refused(retry_after(in_the_way, slots, now))
-    waiting.enqueue(rows, names, slots, mode, lease_seconds, anonymous, holder, now + wait_seconds, now, waiter_id)
+    waiting.enqueue(
+        rows, names, slots, mode, lease_seconds, anonymous, holder, now + wait_seconds, now, waiter_id, owner
+    )
     return Queued(waiter_id, minimal(rows), slots, in_the_way, now)
 
 
@@ -325,7 +328,10 @@ def acquire(
         waiter_id = (ticket or str(uuid.uuid4())) if may_park else None
         # The wake-up is registered before the request can queue: a grant committed right after it queued finds it.
         with waiting.wake_up(waiter_id) as waker:
-            outcome = _acquire_tx(names, slots, mode, lease_seconds, holder, anonymous, wait_seconds, ticket, waiter_id)
+            owner = waiting.owner(waker)
+            outcome = _acquire_tx(
+                names, slots, mode, lease_seconds, holder, anonymous, wait_seconds, ticket, waiter_id, owner
+            )
             if isinstance(outcome, Queued):
                 queued = outcome
                 outcome = waiting.wait(queued, deadline, waker, client) or Refused(0.0, queued.waiter_id)

@@ -38,7 +38,12 @@ def queued_ahead(limit_ids, now, before_seq=None):
     return execute(query + " LIMIT 1", params).fetchone() is not None
 
 
-def enqueue(rows, names, slots, mode, lease_seconds, anonymous, holder, deadline, now, waiter_id=None):
+def owner(waker=None):
+    """The wake-up address stored with a request parked here: its own, else this process's."""
+    return (waker.address if waker is not None else None) or notify.notifier().address
+
+
+def enqueue(rows, names, slots, mode, lease_seconds, anonymous, holder, deadline, now, waiter_id=None, owner=None):
     """Queue a request; a client may choose its ticket (a UUID), so it can withdraw before it hears back."""
     seq = execute(db.obj.dialect.next_token_sql("waiter_seq")).fetchone()[0]
     waiter_id = waiter_id or str(uuid.uuid4())
@@ -54,7 +59,7 @@ def enqueue(rows, names, slots, mode, lease_seconds, anonymous, holder, deadline
             lease_seconds,
             anonymous,
             json.dumps(holder) if holder else None,
-            notify.notifier().address,
+            owner or notify.notifier().address,
             True,
             deadline + GRACE_SECONDS,
             now,
@@ -66,14 +71,14 @@ def enqueue(rows, names, slots, mode, lease_seconds, anonymous, holder, deadline
     return waiter_id
 
 
-def reattach(ticket, deadline, now):
+def reattach(ticket, deadline, now, owner=None):
     """Re-issued request: 'granted', 'waiting' (place kept), 'withdrawn', or None (a new ticket, or a lapsed one)."""
     if execute("SELECT 1 FROM waiter WHERE id = ?", (ticket,)).fetchone() is None:
         return None  # the common case: a first request
     cursor = execute(
         "UPDATE waiter SET attached = ?, owner = ?, expires = ? "
         "WHERE id = ? AND granted_at IS NULL AND expires > ? AND slots > 0",
-        (True, notify.notifier().address, deadline + GRACE_SECONDS, ticket, now),
+        (True, owner or notify.notifier().address, deadline + GRACE_SECONDS, ticket, now),
     )
     if cursor.rowcount:
         return "waiting"
