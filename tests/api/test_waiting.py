@@ -85,14 +85,43 @@ def test_release_hands_the_slot_to_the_waiter_at_once(server):
     ]
 
 
+def test_a_handed_over_grant_says_how_long_the_hand_off_took_inside_the_server(server):
+    """Server-Timing: handoff;dur=<ms> from the release reaching the server to the waiter's answer. It is a part of
+    what the clients see (release sent -> grant received); an immediate grant has no hand-off and no header."""
+    api = Api(server)
+    api.make("db", 1)
+    first = api.acquire(["db"], wait_seconds=5)
+    assert first.status_code == 200 and "Server-Timing" not in first.headers
+    for release in ("decrement-with-lease", "decrement"):  # Prefect's lease-less release hands over too
+        if release == "decrement":
+            api.release(first.json()["lease_id"])
+            requests.post(f"{api.base}/increment", json={"names": ["db"], "slots": 1}, timeout=5).raise_for_status()
+        waiter = in_thread(api.acquire, ["db"], wait_seconds=20)
+        api.await_queue("db", 1)
+        sent = time.monotonic()
+        if release == "decrement":
+            body = {"names": ["db"], "slots": 1}
+            assert requests.post(f"{api.base}/decrement", json=body, timeout=5).status_code == 200
+        else:
+            api.release(first.json()["lease_id"])
+        waiter["thread"].join(30)
+        seen_ms = (waiter["at_end"] - sent) * 1000
+        response = waiter["result"]
+        assert response.status_code == 200
+        name, _, duration = response.headers["Server-Timing"].partition(";dur=")
+        assert name == "handoff" and 0 < float(duration) <= seen_ms, (response.headers["Server-Timing"], seen_ms)
+        first = response
+
+
 def test_wake_up_datagrams_carry_the_grant_exactly():
     from gcl_server.services.notify import _decode, _encode
 
-    grant = (str(uuid.uuid4()), 42, 1790000000.123456)
+    grant = (str(uuid.uuid4()), 42, 1790000000.123456, 1789999700.654321)  # lease, token, expires, freed at
     assert _decode(_encode("w1", grant)) == ("w1", grant)
-    assert _decode(_encode("w2", (None, None, None))) == ("w2", (None, None, None))
+    assert _decode(_encode("w2", (None, None, None, None))) == ("w2", (None, None, None, None))
     assert _decode(_encode("w3", None)) == ("w3", None)
-    assert _decode("w4|not|a|grant") == ("w4", None)  # unreadable: the request reads its row instead
+    assert _decode("w4|not|a|grant|x") == ("w4", None)  # unreadable: the request reads its row instead
+    assert _decode("w5|a|1|2.0") == ("w5", None)  # a field short
 
 
 def test_waiters_are_served_first_come_first_served(server):

@@ -13,6 +13,7 @@ import io
 import json
 import logging
 import math
+import time
 import uuid
 
 from werkzeug.http import HTTP_STATUS_CODES
@@ -132,6 +133,7 @@ class FastSlots:
         self.config = app.config
 
     def __call__(self, environ, start_response):
+        environ[routes.RECEIVED] = time.time()
         route = ROUTES.get(environ.get("PATH_INFO")) if environ.get("REQUEST_METHOD") == "POST" else None
         if route is not None and self._allowed(environ):
             body = self._read_json(environ)
@@ -183,5 +185,7 @@ class FastSlots:
             db.obj.dialect.release_connection()  # PostgreSQL: back to the pool, as after a Flask request
         data = b"" if payload is None else (self.app.json.dumps(payload, separators=(",", ":")) + "\n").encode()
         headers[:0] = [("Content-Type", "application/json"), ("Content-Length", str(len(data)))]
+        if routes.SERVER_TIMING in environ:
+            headers.append(("Server-Timing", environ[routes.SERVER_TIMING]))
         start_response(f"{status} {HTTP_STATUS_CODES.get(status, 'Unknown').upper()}", headers)
         return [data]

@@ -25,7 +25,7 @@ class Waker:
         self.fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self.sock = sock
         self.address = "udp:{}:{}".format(*sock.getsockname()) if sock is not None else None
-        self.grant = None  # (lease id, fencing token, expires) when the wake-up carries the committed grant
+        self.grant = None  # (lease id, token, expires, freed at) when the wake-up carries the committed grant
 
     def set(self, grant=None):
         if grant is not None:
@@ -207,16 +207,19 @@ class PostgresNotifier:
                     if select.select([conn], [], [], 5.0)[0]:
                         conn.poll()
                         while conn.notifies:
-                            for waiter_id in conn.notifies.pop(0).payload.split(","):
-                                self.registry.wake(waiter_id)
+                            for entry in conn.notifies.pop(0).payload.split(","):
+                                if entry:
+                                    self.registry.wake(*_decode(entry))
             except Exception:  # the database went away: waiters fall back to their own re-checks meanwhile
                 log.warning("wake-up listener lost its connection; reconnecting", exc_info=True)
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
 
-    def send_in_transaction(self, execute, waiter_ids):
-        for start in range(0, len(waiter_ids), 100):  # NOTIFY payloads are limited to 8000 bytes
-            execute("SELECT pg_notify(?, ?)", (self.CHANNEL, ",".join(waiter_ids[start : start + 100])))
+    def send_in_transaction(self, execute, waiter_ids, grants=None):
+        """NOTIFY the waiters (with the grants made to them) at this transaction's commit, to every node."""
+        entries = [_encode(waiter_id, (grants or {}).get(waiter_id)) for waiter_id in waiter_ids]
+        for start in range(0, len(entries), 40):  # NOTIFY payloads are limited to 8000 bytes (an entry < 160)
+            execute("SELECT pg_notify(?, ?)", (self.CHANNEL, ",".join(entries[start : start + 40])))
 
     def send(self, owner, waiter_ids, grants=None):
         grants = grants or {}
@@ -228,8 +231,10 @@ def _encode(waiter_id, grant):
     """A datagram entry: the waiter id, and the grant it was made (so the request need not read it back)."""
     if grant is None:
         return waiter_id
-    lease_id, token, expires = grant
-    return f"{waiter_id}|{lease_id or ''}|{'' if token is None else token}|{'' if expires is None else repr(expires)}"
+    fields = (
+        (value if isinstance(value, str) else repr(value)) if value is not None else "" for value in grant
+    )  # lease id, fencing token, expires, freed at
+    return "|".join((waiter_id, *fields))
 
 
 def _decode(entry):
@@ -237,8 +242,13 @@ def _decode(entry):
     if not rest:
         return waiter_id, None
     try:
-        lease_id, token, expires = rest.split("|")
-        return waiter_id, (lease_id or None, int(token) if token else None, float(expires) if expires else None)
+        lease_id, token, expires, freed_at = rest.split("|")
+        return waiter_id, (
+            lease_id or None,
+            int(token) if token else None,
+            float(expires) if expires else None,
+            float(freed_at) if freed_at else None,
+        )
     except ValueError:
         return waiter_id, None  # not ours to trust: the request reads its row instead
 
@@ -273,14 +283,14 @@ def wake_all(targets, grants=None):
 def on_commit(targets, grants=None):
     """Wake these waiters once the current transaction commits: local ones directly, others by datagram or NOTIFY.
 
-    grants: what the transaction granted to whom, handed to the woken request (a NOTIFY carries ids only)."""
+    grants: what the transaction granted to whom, handed to the woken request."""
     from ..database import execute
     from . import after_commit
 
     node = notifier()
     remote = {owner: ids for owner, ids in targets.items() if owner != node.address}
     if remote and isinstance(node, PostgresNotifier):
-        node.send_in_transaction(execute, [i for ids in remote.values() for i in ids])
+        node.send_in_transaction(execute, [i for ids in remote.values() for i in ids], grants)
         targets = {owner: ids for owner, ids in targets.items() if owner == node.address}
     if targets:
         after_commit(lambda: wake_all(targets, grants))

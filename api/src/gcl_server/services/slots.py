@@ -62,6 +62,8 @@ class Grant:
     token: int | None = None
     expires: float | None = None
     missing: list = field(default_factory=list)
+    # When the request that freed these slots reached the server (a grant handed to a waiter by a release).
+    freed_at: float | None = None
 
 
 def _marks(values):
@@ -362,8 +364,10 @@ def _record_occupancy(limit_ids, seconds):
 
 
 @transactional
-def release(lease_id):
-    """Free a lease's slots now and hand them to waiters; an unknown or already expired lease is a no-op."""
+def release(lease_id, received_at=None):
+    """Free a lease's slots now and hand them to waiters; an unknown or already expired lease is a no-op.
+
+    received_at: when the release reached the server, told to the waiter it frees (its hand-off time)."""
     now = time.time()
     held = execute("DELETE FROM lease_limit WHERE lease_id = ? RETURNING limit_id, slots", (lease_id,)).fetchall()
     lease = execute("DELETE FROM lease WHERE id = ? RETURNING acquired, expires", (lease_id,)).fetchall()
@@ -373,12 +377,12 @@ def release(lease_id):
     limit_ids = sorted(limit_id for limit_id, slots in held if slots > 0)
     if expires > now:
         _record_occupancy(limit_ids, now - acquired)
-        waiting.hand_off(limit_ids, now)
+        waiting.hand_off(limit_ids, now, received_at)
     return True
 
 
 @transactional
-def decrement(names, slots, occupancy_seconds=None):
+def decrement(names, slots, occupancy_seconds=None, received_at=None):
     """Prefect's lease-less release by names: frees unleased slots (oldest first), clamped at zero."""
     now = time.time()
     rows = lock_limits(names, now)
@@ -391,7 +395,7 @@ def decrement(names, slots, occupancy_seconds=None):
             continue
         _free_unleased(r.id, slots, now)
     _record_occupancy([r.id for r in rows if r.rate <= 0], occupancy_seconds)
-    waiting.hand_off([r.id for r in rows if r.active], now)
+    waiting.hand_off([r.id for r in rows if r.active], now, received_at)
     return rows
 
 

@@ -95,8 +95,10 @@ def reattach(ticket, deadline, now, owner=None):
     return None
 
 
-def hand_off(limit_ids, now):
-    """Grant waiters queued on these limits, oldest first, while their slots fit. Call inside a transaction."""
+def hand_off(limit_ids, now, freed_at=None):
+    """Grant waiters queued on these limits, oldest first, while their slots fit. Call inside a transaction.
+
+    freed_at: when the request that freed the slots reached the server (None: they freed by time, or unknown)."""
     limit_ids = list(limit_ids)
     if not limit_ids:
         return
@@ -158,7 +160,7 @@ def hand_off(limit_ids, now):
             engine.grant(rows, slots, now, lease_seconds, json.loads(holder) if holder else None, anonymous, lease)
             known.update((r.name, r) for r in engine.after_grant(rows, slots, now))
             targets.setdefault(owner, []).append(waiter_id)
-            granted[waiter_id] = (lease[0], lease[1], now + lease_seconds if lease[0] else None)
+            granted[waiter_id] = (lease[0], lease[1], now + lease_seconds if lease[0] else None, freed_at)
         if considered <= blocked:
             break
     if targets:
@@ -285,8 +287,8 @@ def wait(queued, deadline, waker, client=None):
     while True:
         if woken and waker.grant is not None and limits is not None:
             # The wake-up carries the grant its transaction committed: no need to read it back.
-            lease_id, token, expires = waker.grant
-            grant = engine.Grant(limits=limits, lease_id=lease_id, token=token, expires=expires)
+            lease_id, token, expires, freed_at = waker.grant
+            grant = engine.Grant(limits=limits, lease_id=lease_id, token=token, expires=expires, freed_at=freed_at)
             return _claim(waiter_id, grant, client)
         now = time.time()
         if woken or now >= recheck_at:

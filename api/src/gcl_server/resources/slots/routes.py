@@ -1,5 +1,7 @@
 """Prefect-compatible slot routes: increment, decrement, leases."""
 
+import time
+
 from flask import current_app, request
 from flask.views import MethodView
 from flask_smorest import Blueprint
@@ -20,6 +22,19 @@ from .schemas import (
 blp = Blueprint("slots", __name__, url_prefix="/api/v2/concurrency_limits", description="Acquire and release slots")
 
 LOCKED = {"description": "Slots not available now; see Retry-After (seconds)"}
+
+
+@blp.before_app_request
+def _received():
+    request.environ.setdefault(RECEIVED, time.time())  # the fast path (fast.py) sets it first when it runs
+
+
+@blp.after_app_request
+def _server_timing(response):
+    timing = request.environ.get(SERVER_TIMING)
+    if timing:
+        response.headers["Server-Timing"] = timing
+    return response
 
 
 def lease_seconds(requested, config=None):
@@ -51,6 +66,17 @@ def waiting_options(body, config, environ):
     }
 
 
+RECEIVED = "gcl.received"  # environ key: time.time() when the request reached the application
+SERVER_TIMING = "gcl.server_timing"  # environ key: the Server-Timing header value of the response
+
+
+def _handoff_timing(grant, environ):
+    """A grant handed over by a release says how long that took inside the server: from the release reaching the
+    application to this response (standard Server-Timing header, in ms; the benchmark reads it)."""
+    if grant.freed_at is not None:
+        environ[SERVER_TIMING] = f"handoff;dur={max(time.time() - grant.freed_at, 0.0) * 1000:.3f}"
+
+
 # The route functions proper, shared by the Flask views and the fast path (fast.py): a loaded body in, a response
 # body out, GCLError for a refusal.
 
@@ -65,6 +91,7 @@ def increment(body, config, environ):
         anonymous=True,
         **waiting_options(body, config, environ),
     )
+    _handoff_timing(grant, environ)
     return _limits(grant.limits)
 
 
@@ -78,6 +105,7 @@ def increment_with_lease(body, config, environ):
         body.get("holder"),
         **waiting_options(body, config, environ),
     )
+    _handoff_timing(grant, environ)
     return {
         "lease_id": grant.lease_id,
         "limits": _limits(grant.limits),
@@ -87,7 +115,7 @@ def increment_with_lease(body, config, environ):
 
 
 def decrement_with_lease(body, config, environ):
-    engine.release(str(body["lease_id"]))
+    engine.release(str(body["lease_id"]), received_at=environ.get(RECEIVED))
 
 
 @blp.route("/increment")
@@ -116,7 +144,8 @@ class Decrement(MethodView):
     @blp.response(200, MinimalLimitSchema(many=True))
     def post(self, body):
         """Free slots taken with /increment (clamped at zero)"""
-        return _limits(engine.decrement(body["names"], body["slots"], body.get("occupancy_seconds")))
+        received_at = request.environ.get(RECEIVED)
+        return _limits(engine.decrement(body["names"], body["slots"], body.get("occupancy_seconds"), received_at))
 
 
 @blp.route("/decrement-with-lease")
