@@ -205,6 +205,8 @@ class Acquirer:
     status_5xx: int = 0
     errors: list = field(default_factory=list)
     rng: random.Random = field(default_factory=random.Random)
+    # Server-Timing handoff;dur of the grants a release handed over: the hand-off inside the server, in ms.
+    server_handoffs_ms: list = field(default_factory=list)
 
     def acquire(self, names, slots=1, deadline=None, lease=True, rate_limit=False):
         """Returns the response JSON on grant, None when `deadline` (time.monotonic) passes first."""
@@ -233,6 +235,9 @@ class Acquirer:
                 time.sleep(0.05)
                 continue
             if resp.status_code == 200:
+                timing = resp.headers.get("Server-Timing", "")
+                if timing.startswith("handoff;dur="):
+                    self.server_handoffs_ms.append(float(timing.partition("=")[2]))
                 return resp.json() if lease else True
             if resp.status_code >= 500:
                 self.status_5xx += 1

@@ -46,8 +46,11 @@ def targets(run):
         for r in main:
             scope = f"{r['hold_ms']} ms, {r['executor']}, {r['mode']}{star}"
             check("requests per grant", scope, r["requests_per_grant"], "≤", 1.2)
-            check("hand-off p50 (ms)", scope, r["handoff_p50_ms"], "≤", 1)
-            check("hand-off p99 (ms)", scope, r["handoff_p99_ms"], "≤", 6)
+            # The target is the hand-off inside the server (Server-Timing); the clients' view adds two HTTP legs.
+            check("hand-off p50 inside the server (ms)", scope, r.get("server_handoff_p50_ms"), "≤", 1)
+            check("hand-off p99 inside the server (ms)", scope, r.get("server_handoff_p99_ms"), "≤", 6)
+            check("hand-off p50 seen by the clients (ms)", scope, r["handoff_p50_ms"], "≤", 1, info=True)
+            check("hand-off p99 seen by the clients (ms)", scope, r["handoff_p99_ms"], "≤", 6, info=True)
             check("Jain fairness", scope, r["jain"], "≥", 0.99)
             check("per-client min/max", scope, r["per_client_min_over_max"], "≥", 0.9)
             check("wait p99 / p50", scope, r["wait_p99_over_p50"], "≤", 1.5)
@@ -216,6 +219,8 @@ def _details(name, res):
             ("wait_p50_ms", "wait p50"),
             ("wait_p99_ms", "wait p99"),
             ("wait_p99_over_p50", "p99/p50"),
+            ("server_handoff_p50_ms", "server hand-off p50"),
+            ("server_handoff_p99_ms", "server hand-off p99"),
             ("handoff_p50_ms", "hand-off p50"),
             ("handoff_p99_ms", "hand-off p99"),
             ("handoff_from_release_response_p50_ms", "hand-off p50 from release response"),
@@ -232,9 +237,12 @@ def _details(name, res):
             f"Limit {res['limit']}, {res['clients']} clients, {res['duration_s']} s per run; server-side waiting "
             f"supported: {_fmt(res.get('waiting_supported'))}. Times in ms. util = grants × nominal hold / (limit × "
             "duration); util obs. uses the hold intervals the clients observed (grant response → release sent), "
-            "longer than nominal when the machine wakes a sleeping client late. Hand-off = k-th grant response after "
-            "the first 5 minus the k-th release request sent (slot freed by its holder → next holder running); "
-            "also from the k-th release response, and the release request's own round trip (release RTT).",
+            "longer than nominal when the machine wakes a sleeping client late. Server hand-off = inside the server, "
+            "from a release reaching the application to the grant it freed leaving it, as each handed-over grant "
+            "reports it (`Server-Timing: handoff;dur=`; the target's measure). Hand-off = as the clients see it: k-th "
+            "grant response after the first 5 minus the k-th release request sent (slot freed by its holder → next "
+            "holder running), i.e. the server's hand-off plus two HTTP legs and client wake-ups; also from the k-th "
+            "release response, and the release request's own round trip (release RTT).",
             "",
             _table([c[1] for c in cols], [[r.get(c[0]) for c in cols] for r in res["runs"]]),
         ]
