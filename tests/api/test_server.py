@@ -62,3 +62,33 @@ def test_committed_openapi_is_current():
         [cli, "openapi", "--check", str(ROOT / "api" / "openapi.json")], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_idle_kept_alive_connections_never_hold_the_threads_a_request_needs(server_factory):
+    """The worker's threads wait on the kept-alive connection they served (gcl_server/worker.py), but only while
+    threads are plentiful: with more idle connections than threads, new requests are still served at once (were the
+    threads held, each would wait out LINGER_SECONDS, 5 s)."""
+    import http.client
+    import time
+
+    server = server_factory(workers=1, env={"GCL_THREADS": "12"})
+
+    def health(conn):
+        conn.request("GET", "/api/health")
+        response = conn.getresponse()
+        response.read()
+        return response.status
+
+    started = time.monotonic()
+    idle = [http.client.HTTPConnection("127.0.0.1", server.port, timeout=30) for _ in range(16)]
+    try:
+        assert [health(conn) for conn in idle] == [200] * 16  # each now kept alive, idle
+        for _ in range(5):
+            fresh = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+            assert health(fresh) == 200
+            fresh.close()
+        assert [health(conn) for conn in idle] == [200] * 16  # and the kept-alive ones still work
+    finally:
+        for conn in idle:
+            conn.close()
+    assert time.monotonic() - started < 4.0

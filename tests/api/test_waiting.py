@@ -217,6 +217,30 @@ def test_multi_name_waiter_waits_for_all_its_limits(server):
     assert api.active("a") == 1 and api.active("b") == 1
 
 
+def test_a_lapsed_ticket_queues_anew(server_factory):
+    """A ticket re-issued after its place lapsed (request and grace over), before any sweep removed it: it queues
+    again at the back, like a new request (not a 500 on the ticket's old row)."""
+    from gcl_server.services.waiting import GRACE_SECONDS
+
+    api = Api(server_factory(env={"GCL_SWEEPER": "0"}))  # nothing sweeps the lapsed row away
+    api.make("db", 1)
+    held = api.acquire(["db"]).json()["lease_id"]
+    first = api.acquire(["db"], wait_seconds=0.1)
+    assert first.status_code == 423
+    ticket = first.json()["queue_ticket"]
+    other = in_thread(api.acquire, ["db"], wait_seconds=20)
+    api.await_queue("db", 1)
+    time.sleep(GRACE_SECONDS + 0.3)  # the ticket's place lapses (no event to await: time itself is the cause)
+    again = in_thread(api.acquire, ["db"], wait_seconds=20, queue_ticket=ticket)
+    api.await_queue("db", 2)
+    api.release(held)
+    other["thread"].join(30)
+    assert other["result"].status_code == 200 and again["thread"].is_alive()  # it lost its place: served second
+    api.release(other["result"].json()["lease_id"])
+    again["thread"].join(30)
+    assert again["result"].status_code == 200
+
+
 def test_a_reissued_request_keeps_its_place(server):
     api = Api(server)
     api.make("db", 1)

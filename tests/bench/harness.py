@@ -65,7 +65,9 @@ class Backends:
             url = None
             if backend == "postgresql":
                 url = self._pg().create_database()
-            server = Server(Path(tmp), workers=2, env=env, database_url=url)
+            # make run's settings, not the test suite's (tests.conftest.Server sweeps every 0.2 s, leases from 1 s)
+            defaults = {"GCL_SWEEP_INTERVAL_SECONDS": "1", "GCL_LEASE_MIN_SECONDS": "60"}
+            server = Server(Path(tmp), workers=2, env={**defaults, **(env or {})}, database_url=url)
             try:
                 server.start()
                 yield server

@@ -54,8 +54,9 @@ class Client:
 
     def _connection(self):
         sock = getattr(self._local, "sock", None)
-        if sock is not None:
+        if sock is not None and _open(sock):
             return sock
+        self._drop()
         if time.monotonic() < self._down_until:
             raise Unreachable(self.path)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -96,6 +97,16 @@ class Client:
         if ok:
             return value
         raise value
+
+
+def _open(sock):
+    """False when the writer closed this connection (it never speaks unasked: anything readable is the end)."""
+    try:
+        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) != b""
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
 
 
 def _recv_exactly(sock, size):

@@ -1,0 +1,119 @@
+"""SQLite's writer process (gcl_server/writer.py): batches keep each call's own outcome, and workers carry on
+without it, on the same write lock, when it is gone."""
+
+import os
+import signal
+import subprocess
+import threading
+import time
+
+import pytest
+import requests
+
+from tests import pg
+
+pytestmark = pytest.mark.skipif(pg.selected(), reason="SQLite's writer process; PostgreSQL has none")
+
+
+@pytest.fixture
+def engine(tmp_path):
+    """The engine in this process on a fresh SQLite file (no gunicorn, so no writer: calls run here)."""
+    from gcl_server import create_app
+
+    app = create_app({"DATABASE_URL": f"sqlite:///{tmp_path / 'gcl.db'}", "SWEEPER": False})
+    with app.app_context():
+        yield app
+
+
+def _call(fn, *args, **kwargs):
+    return (fn.__module__, fn.__qualname__, args, kwargs)
+
+
+def test_a_batch_commits_each_call_or_rolls_back_only_the_one_that_failed(engine):
+    from gcl_server import writer
+    from gcl_server.errors import Conflict
+    from gcl_server.services import limits, slots
+
+    batch = [
+        ("a", _call(limits.create, {"name": "first", "limit": 2})),
+        ("b", _call(limits.create, {"name": "first", "limit": 9})),  # a name taken (by the call before it)
+        ("c", _call(limits.create, {"name": "second", "limit": 3})),
+    ]
+    results, _ = writer._run_batch(batch)
+    assert [conn for conn, _ in results] == ["a", "b", "c"]
+    assert results[0][1][0] is True and results[2][1][0] is True
+    assert results[1][1][0] is False and isinstance(results[1][1][1], Conflict)
+    assert {(r.name, r.limit) for r in limits.list_limits()} == {("first", 2), ("second", 3)}
+
+    # Alone, a call is the transaction: its failure leaves nothing behind either.
+    results, callbacks = writer._run_batch([("d", _call(limits.create, {"name": "second", "limit": 1}))])
+    assert results[0][1][0] is False and isinstance(results[0][1][1], Conflict) and callbacks == []
+    assert {(r.name, r.limit) for r in limits.list_limits()} == {("first", 2), ("second", 3)}
+
+    # Nested transactional calls join the batch's transaction; what they queue for after the commit is returned.
+    held = slots.acquire(["first"], 1, lease_seconds=60)
+    results, _ = writer._run_batch([("e", _call(slots.release, held.lease_id))])
+    assert results == [("e", (True, True))]
+
+
+def test_the_writer_runs_only_gcl_functions(engine):
+    from gcl_server import writer
+
+    results, _ = writer._run_batch([("x", ("os", "system", ("true",), {}))])
+    assert results[0][1][0] is False and "not a GCL function" in str(results[0][1][1])
+
+
+def _writer_pid(server):
+    out = subprocess.run(["ps", "--ppid", str(server.proc.pid), "-o", "pid=,args="], capture_output=True, text=True)
+    pids = [int(line.split()[0]) for line in out.stdout.splitlines() if "gcl_server.writer" in line]
+    assert len(pids) == 1, out.stdout
+    return pids[0]
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_workers_carry_on_without_the_writer(server_factory):
+    server = server_factory(workers=2)
+    base = server.limits_url
+    with requests.Session() as http:
+        assert http.post(f"{base}/", json={"name": "db", "limit": 2}, timeout=5).status_code == 201
+        held = http.post(f"{base}/increment-with-lease", json={"names": ["db"], "slots": 1}, timeout=5).json()
+
+        pid = _writer_pid(server)
+        os.kill(pid, signal.SIGKILL)  # crashed: the workers' next calls cannot be delivered
+        deadline = time.monotonic() + 10
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+        def cycle():
+            response = http.post(f"{base}/increment-with-lease", json={"names": ["db"], "slots": 1}, timeout=5)
+            assert response.status_code == 200, response.text
+            return response.json()["lease_id"]
+
+        second = cycle()
+        assert (
+            http.post(f"{base}/increment-with-lease", json={"names": ["db"], "slots": 1}, timeout=5).status_code == 423
+        )
+        # A parked request is still handed the slot by a release the worker now runs itself.
+        box = {}
+        body = {"names": ["db"], "slots": 1, "wait_seconds": 20}
+        waiter = threading.Thread(
+            target=lambda: box.setdefault("r", requests.post(f"{base}/increment-with-lease", json=body, timeout=30))
+        )
+        waiter.start()
+        deadline = time.monotonic() + 10
+        while not http.get(f"{base}/db/waiters", timeout=5).json() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        released = time.monotonic()
+        assert http.post(f"{base}/decrement-with-lease", json={"lease_id": held["lease_id"]}, timeout=5).ok
+        waiter.join(30)
+        assert box["r"].status_code == 200 and time.monotonic() - released < 1.0
+        for lease_id in (second, box["r"].json()["lease_id"]):
+            assert http.post(f"{base}/decrement-with-lease", json={"lease_id": lease_id}, timeout=5).ok
+        assert http.get(f"{base}/db", timeout=5).json()["active_slots"] == 0
