@@ -44,15 +44,28 @@ class Dialect:
         self._lock_path = f"{database.database}-gcl-write.lock" if database is not None else None
         self._local = threading.local()
 
-    @contextlib.contextmanager
-    def write_tx(self):
-        # Writers queue on a kernel file lock first: a blocked flock() wakes the moment the lock is free, where
-        # SQLite's own busy handler would sleep 1, 2, 5, 10 ms ... between retries (that is most of the latency of
-        # contended writers across gunicorn workers). One descriptor per thread, so threads queue too.
+    def _handle(self):
         handle = getattr(self._local, "handle", None)
         if handle is None:
             handle = self._local.handle = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        return handle
+
+    def try_write_lock(self):
+        """Take the write lock if it is free this instant (then write_tx(held=True) must follow); False if busy."""
+        try:
+            fcntl.flock(self._handle(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+    @contextlib.contextmanager
+    def write_tx(self, held=False):
+        # Writers queue on a kernel file lock first: a blocked flock() wakes the moment the lock is free, where
+        # SQLite's own busy handler would sleep 1, 2, 5, 10 ms ... between retries (that is most of the latency of
+        # contended writers across gunicorn workers). One descriptor per thread, so threads queue too.
+        handle = self._handle()
+        if not held:
+            fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             with self.database.atomic(lock_type="IMMEDIATE"):
                 yield
@@ -76,8 +89,11 @@ class PostgresDialect(Dialect):
     lock_rows = " FOR UPDATE"
     lock_rows_skip_locked = " FOR UPDATE SKIP LOCKED"
 
-    def write_tx(self):
+    def write_tx(self, held=False):
         return self.database.atomic()
+
+    def try_write_lock(self):
+        return False  # rows are locked inside the transaction
 
     def next_token_sql(self, counter="fencing_token"):
         return f"SELECT nextval('gcl_{counter}')"

@@ -25,17 +25,23 @@ def transactional(fn):
     def wrapper(*args, **kwargs):
         if getattr(_local, "depth", 0):
             return fn(*args, **kwargs)  # already inside a transaction: join it
-        remote = writer.client()  # SQLite under gunicorn: the one writer process runs it (gcl_server/writer.py)
-        if remote is not None:
-            try:
-                return remote.call(fn, args, kwargs)
-            except writer.Unreachable:
-                pass  # not delivered: run it here, under the same write lock
         dialect = db.obj.dialect
+        held = False
+        remote = writer.client()  # SQLite under gunicorn: the writer process batches what contends
+        if remote is not None:
+            # Nothing writing this instant: run it here at once (no hand-over). Else queue it at the writer, which
+            # runs what waits in one transaction, without passing the lock between busy worker threads.
+            held = dialect.try_write_lock()
+            if not held:
+                try:
+                    return remote.call(fn, args, kwargs)
+                except writer.Unreachable:
+                    pass  # not delivered: run it here, under the same write lock
         for attempt in range(TX_ATTEMPTS):
             _local.pending, _local.depth = [], 1
             try:
-                with dialect.write_tx():
+                with dialect.write_tx(held):
+                    held = False  # a retry queues for the lock again
                     result = fn(*args, **kwargs)
             except Exception as exc:
                 if not dialect.is_retryable(exc):
