@@ -12,6 +12,8 @@ import requests
 
 from tests import pg
 
+# `make test` runs this folder once, on SQLite (its PostgreSQL pass runs tests/api); run by hand against PostgreSQL,
+# there is no writer process to test.
 pytestmark = pytest.mark.skipif(pg.selected(), reason="SQLite's writer process; PostgreSQL has none")
 
 
