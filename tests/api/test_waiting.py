@@ -50,6 +50,15 @@ class Api:
         return self.session.get(f"{self.base}/{name}", timeout=5).json()["active_slots"]
 
 
+def hold_and_detach(api, wait_seconds):
+    """Limit "db" of 1, held; a request that waited wait_seconds in vain and left with its ticket (place kept)."""
+    api.make("db", 1)
+    held = api.acquire(["db"]).json()["lease_id"]
+    first = api.acquire(["db"], wait_seconds=wait_seconds)
+    assert first.status_code == 423
+    return held, first.json()["queue_ticket"]
+
+
 def in_thread(fn, *args, **kwargs):
     box = {}
 
@@ -223,11 +232,7 @@ def test_a_lapsed_ticket_queues_anew(server_factory):
     from gcl_server.services.waiting import GRACE_SECONDS
 
     api = Api(server_factory(env={"GCL_SWEEPER": "0"}))  # nothing sweeps the lapsed row away
-    api.make("db", 1)
-    held = api.acquire(["db"]).json()["lease_id"]
-    first = api.acquire(["db"], wait_seconds=0.1)
-    assert first.status_code == 423
-    ticket = first.json()["queue_ticket"]
+    held, ticket = hold_and_detach(api, 0.1)
     other = in_thread(api.acquire, ["db"], wait_seconds=20)
     api.await_queue("db", 1)
     time.sleep(GRACE_SECONDS + 0.3)  # the ticket's place lapses (no event to await: time itself is the cause)
@@ -243,11 +248,7 @@ def test_a_lapsed_ticket_queues_anew(server_factory):
 
 def test_a_reissued_request_keeps_its_place(server):
     api = Api(server)
-    api.make("db", 1)
-    held = api.acquire(["db"]).json()["lease_id"]
-    first = api.acquire(["db"], wait_seconds=0.3)
-    assert first.status_code == 423
-    ticket = first.json()["queue_ticket"]
+    held, ticket = hold_and_detach(api, 0.3)
     second = in_thread(api.acquire, ["db"], wait_seconds=20)
     api.await_queue("db", 1)  # the first is detached, keeping its place; the second waits
     again = in_thread(api.acquire, ["db"], wait_seconds=20, queue_ticket=ticket)
