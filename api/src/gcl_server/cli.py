@@ -7,18 +7,18 @@ import sys
 
 
 def _openapi_text():
-    from . import create_app
-
-    app = create_app({"DATABASE_URL": "sqlite:///" + _scratch_db(), "SWEEPER": False, "API_KEYS": ""})
-    with app.app_context():
-        spec = app.extensions["flask-smorest"]["apis"][""]["ext_obj"].spec.to_dict()
-    return json.dumps(spec, indent=2, sort_keys=True) + "\n"
-
-
-def _scratch_db():
     import tempfile
 
-    return os.path.join(tempfile.mkdtemp(prefix="gcl-openapi-"), "spec.db")
+    from . import create_app
+    from .database import db
+
+    with tempfile.TemporaryDirectory(prefix="gcl-openapi-") as scratch:  # a throwaway database, removed after
+        url = "sqlite:///" + os.path.join(scratch, "spec.db")
+        app = create_app({"DATABASE_URL": url, "SWEEPER": False, "API_KEYS": ""})
+        with app.app_context():
+            spec = app.extensions["flask-smorest"]["apis"][""]["ext_obj"].spec.to_dict()
+        db.close()
+    return json.dumps(spec, indent=2, sort_keys=True) + "\n"
 
 
 def cmd_migrate(args):
