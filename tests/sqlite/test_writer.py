@@ -1,6 +1,7 @@
 """SQLite's writer process (gcl_server/writer.py): batches keep each call's own outcome, and workers carry on
 without it, on the same write lock, when it is gone."""
 
+import fcntl
 import os
 import signal
 import subprocess
@@ -59,6 +60,42 @@ def test_the_writer_runs_only_gcl_functions(engine):
     assert results[0][1][0] is False and "not a GCL function" in str(results[0][1][1])
 
 
+def test_a_write_that_would_wait_for_the_lock_goes_to_the_writer_or_runs_here_without_it(engine, monkeypatch):
+    """A real writer process on the engine's database: a transactional call that finds the lock taken is run by the
+    writer; once the writer is gone, the same call is not delivered and runs in this process."""
+    from gcl_server import writer
+    from gcl_server.database import db
+    from gcl_server.services import limits
+
+    monkeypatch.setenv("DATABASE_URL", engine.config["DATABASE_URL"])
+    monkeypatch.setenv(writer.ENV, "")
+    proc = writer.start()  # sets writer.ENV, as the gunicorn master does before it forks the workers
+    assert proc is not None
+    try:
+        monkeypatch.setattr(db.obj.dialect, "try_write_lock", lambda: False)  # as if another writer held it
+        outcomes = []
+        call = writer.Client.call
+
+        def spy(self, fn, args, kwargs):
+            try:
+                value = call(self, fn, args, kwargs)
+            except writer.Unreachable:
+                outcomes.append("unreachable")
+                raise
+            outcomes.append("writer")
+            return value
+
+        monkeypatch.setattr(writer.Client, "call", spy)
+        assert limits.create({"name": "by-writer", "limit": 1}).name == "by-writer"
+        proc.proc.kill()
+        proc.proc.wait(timeout=10)
+        assert limits.create({"name": "here", "limit": 2}).name == "here"
+        assert outcomes == ["writer", "unreachable"]
+        assert {(r.name, r.limit) for r in limits.list_limits()} == {("by-writer", 1), ("here", 2)}
+    finally:
+        proc.stop()
+
+
 def _writer_pid(server):
     out = subprocess.run(["ps", "--ppid", str(server.proc.pid), "-o", "pid=,args="], capture_output=True, text=True)
     pids = [int(line.split()[0]) for line in out.stdout.splitlines() if "gcl_server.writer" in line]
@@ -93,7 +130,20 @@ def test_workers_carry_on_without_the_writer(server_factory, tmp_path):
             assert response.status_code == 200, response.text
             return response.json()["lease_id"]
 
-        second = cycle()
+        # A write that finds the lock taken would go to the writer: it runs in the worker instead.
+        lock = os.open(server.database_url.removeprefix("sqlite:///") + "-gcl-write.lock", os.O_RDWR)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        box = {}
+        blocked = threading.Thread(target=lambda: box.setdefault("lease", cycle()))
+        blocked.start()
+        deadline = time.monotonic() + 10
+        while "SQLite writer is unreachable" not in server.log_path.read_text() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        os.close(lock)
+        blocked.join(10)
+        assert "SQLite writer is unreachable" in server.log_path.read_text()
+        second = box["lease"]
         assert (
             http.post(f"{base}/increment-with-lease", json={"names": ["db"], "slots": 1}, timeout=5).status_code == 423
         )

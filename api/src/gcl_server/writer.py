@@ -64,6 +64,8 @@ class Client:
             sock.connect(self.path)
         except OSError as exc:
             sock.close()
+            if not self._down_until:
+                log.warning("the SQLite writer is unreachable (%s); this worker runs its transactions itself", exc)
             self._down_until = time.monotonic() + RETRY_CONNECT_SECONDS
             raise Unreachable(self.path) from exc
         self._local.sock = sock
@@ -320,7 +322,11 @@ class Process:
 
 def start():
     """Start the writer for an SQLite database; returns the Process (ENV set for the workers) or None."""
-    proc = Process()
+    try:
+        proc = Process()
+    except OSError as exc:  # no private directory or no process: the workers write themselves, as they can
+        log.warning("the SQLite writer could not start (%s); workers run their transactions themselves", exc)
+        return None
     if proc.wait_ready():
         os.environ[ENV] = proc.path
         return proc
