@@ -30,7 +30,7 @@ class KeepAliveThreadWorker(ThreadWorker):
         self._low = max(0, self._high - max(4, threads // 16))
         self._busy = 0
         self._lock = threading.Lock()
-        self._pressure = None
+        self._pressure = self._stopping = None  # eventfds, made in the worker process (init_process)
 
     def init_process(self):
         # Readable while threads run short: every lingering thread selects on it and leaves.
