@@ -64,11 +64,12 @@ def test_a_write_that_would_wait_for_the_lock_goes_to_the_writer_or_runs_here_wi
     """A real writer process on the engine's database: a transactional call that finds the lock taken is run by the
     writer; once the writer is gone, the same call is not delivered and runs in this process."""
     from gcl_server import writer
-    from gcl_server.database import db
+    from gcl_server.database import BACKGROUND_CHECKPOINT_ENV, db
     from gcl_server.services import limits
 
     monkeypatch.setenv("DATABASE_URL", engine.config["DATABASE_URL"])
     monkeypatch.setenv(writer.ENV, "")
+    monkeypatch.setenv(BACKGROUND_CHECKPOINT_ENV, "")  # start() sets both: restored after the test
     proc = writer.start()  # sets writer.ENV, as the gunicorn master does before it forks the workers
     assert proc is not None
     try:

@@ -26,6 +26,17 @@ SQLITE_PRAGMAS = {
     "busy_timeout": 10000,
     "cache_size": -16000,
 }
+# Where a checkpointer runs (the SQLite writer process, see Dialect.checkpoint), a committing transaction copies the
+# WAL back into the database only past this many pages, as a safety net; SQLite's default is 1000.
+BACKGROUND_CHECKPOINT_ENV = "GCL_SQLITE_CHECKPOINTER"
+SAFETY_AUTOCHECKPOINT_PAGES = 10000
+RESTART_WAL_PAGES = 1000  # the checkpointer lets the WAL start over once it holds this many pages
+
+
+def sqlite_pragmas():
+    if os.environ.get(BACKGROUND_CHECKPOINT_ENV):
+        return {**SQLITE_PRAGMAS, "wal_autocheckpoint": SAFETY_AUTOCHECKPOINT_PAGES}
+    return SQLITE_PRAGMAS
 
 
 class Dialect:
@@ -71,6 +82,25 @@ class Dialect:
                 yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def checkpoint(self, restart_pages=RESTART_WAL_PAGES):
+        """Copy the WAL into the database file, off every request's path; returns the WAL's pages before.
+
+        SQLite's automatic checkpoint runs in the transaction that commits the 1000th page, while GCL's write lock is
+        still held: every ~100 slot transactions, all writers stalled 5-7 ms (measured on 2 cores) for it. Here the
+        bulk is copied while writers go on. A WAL that always has a writer appending is never wholly copied at the
+        moment a transaction starts, so it would never start over and would grow without bound: once it is
+        restart_pages long, the last few pages are copied holding the write lock, and the next writer restarts it."""
+        database = self.database
+        pages = database.execute_sql("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1]
+        if pages >= restart_pages:
+            handle = self._handle()
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                database.execute_sql("PRAGMA wal_checkpoint(PASSIVE)")
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+        return pages
 
     def next_token_sql(self, counter="fencing_token"):
         return f"UPDATE gcl_counter SET value = value + 1 WHERE name = '{counter}' RETURNING value"
@@ -156,7 +186,7 @@ def open_database(url=None):
         if not path or path == ":memory:":
             raise ValueError("DATABASE_URL: an SQLite database must be a file (several workers share it)")
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        database = peewee.SqliteDatabase(path, pragmas=SQLITE_PRAGMAS, timeout=10, check_same_thread=False)
+        database = peewee.SqliteDatabase(path, pragmas=sqlite_pragmas(), timeout=10, check_same_thread=False)
         database.dialect = Dialect(database)
         return database
     if parsed.scheme in ("postgres", "postgresql"):

@@ -35,6 +35,7 @@ ENV = "GCL_WRITER_SOCKET"
 HEADER = struct.Struct("!I")
 MAX_FRAME = 16 * 1024 * 1024
 RETRY_CONNECT_SECONDS = 1.0
+CHECKPOINT_SECONDS = 0.1
 
 
 class Unreachable(Exception):
@@ -272,15 +273,29 @@ def main(argv=None):
     logging.basicConfig(level=os.environ.get("GCL_LOG_LEVEL", "info").upper(), format="[writer] %(message)s")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the master stops us
-    from .database import db, open_database
+    from .database import BACKGROUND_CHECKPOINT_ENV, db, open_database
     from .settings import load
 
+    os.environ[BACKGROUND_CHECKPOINT_ENV] = "1"  # our connections leave checkpoints to our checkpointer thread
     database = open_database(load()["DATABASE_URL"])
     db.initialize(database)
+    threading.Thread(target=checkpointer, args=(parent_pid,), name="gcl-checkpointer", daemon=True).start()
     try:
         serve(path, parent_pid)
     finally:
         database.close()
+
+
+def checkpointer(parent_pid, interval=CHECKPOINT_SECONDS):
+    """Copy the WAL into the database every interval, off the transactions' path (Dialect.checkpoint)."""
+    from .database import db
+
+    while os.getppid() == parent_pid:
+        try:
+            db.obj.dialect.checkpoint()
+        except Exception:  # noqa: BLE001 - retried next interval; committing transactions checkpoint as a safety net
+            log.exception("WAL checkpoint failed")
+        time.sleep(interval)
 
 
 # ------------------------------------------------------------------------------------------------ the master's side
@@ -322,6 +337,8 @@ class Process:
 
 def start():
     """Start the writer for an SQLite database; returns the Process (ENV set for the workers) or None."""
+    from .database import BACKGROUND_CHECKPOINT_ENV
+
     try:
         proc = Process()
     except OSError as exc:  # no private directory or no process: the workers write themselves, as they can
@@ -329,6 +346,7 @@ def start():
         return None
     if proc.wait_ready():
         os.environ[ENV] = proc.path
+        os.environ[BACKGROUND_CHECKPOINT_ENV] = "1"  # the writer checkpoints: the workers' commits need not
         return proc
     log.warning("the SQLite writer did not start; workers run their transactions themselves")
     proc.stop()
