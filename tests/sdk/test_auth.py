@@ -12,6 +12,8 @@ import pytest
 from gcl import asyncio as gasync
 from gcl import sync as gsync
 
+from tests.conftest import free_port
+
 pytestmark = pytest.mark.timeout(90)
 
 
@@ -69,3 +71,28 @@ def test_cli_sends_the_key(keyed_server):
     assert run("ls", GCL_API_KEY="ro-key").returncode == 0
     forbidden = run("--api-key", "ro-key", "create", "x", "-l", "1")
     assert forbidden.returncode == 1 and "scope" in forbidden.stderr
+
+
+def test_a_netrc_login_for_the_host_never_replaces_the_key(keyed_server, tmp_path, monkeypatch):
+    """requests would send a ~/.netrc login for the host as Basic auth, in place of the bearer key."""
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login someone password secret\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    name = f"netrc-{uuid.uuid4().hex[:8]}"
+    with gcl.Client(keyed_server.url, "admin-key") as admin:
+        admin.create(name, 1)
+    with gsync.concurrency(name, api_key="run-key", api_url=keyed_server.url, strict=True):
+        pass
+
+
+def test_proxy_variables_are_read_when_the_client_is_made(keyed_server, monkeypatch):
+    """Resolved once per client (requests would re-read them on every call): a proxy set before is used."""
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    with gcl.Client(keyed_server.url, "admin-key") as proxied, pytest.raises(gcl.GCLConnectionError):
+        proxied.list()
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    with gcl.Client(keyed_server.url, "admin-key") as direct:
+        direct.list()
