@@ -119,8 +119,15 @@ class PostgresDialect(Dialect):
     lock_rows = " FOR UPDATE"
     lock_rows_skip_locked = " FOR UPDATE SKIP LOCKED"
 
+    @contextlib.contextmanager
     def write_tx(self, held=False):
-        return self.database.atomic()
+        with self.database.atomic():
+            _deferred.statements = []  # see defer(): sent with the next statement, or before the commit
+            try:
+                yield
+                flush()
+            finally:
+                _deferred.statements = None
 
     def try_write_lock(self):
         return False  # rows are locked inside the transaction
@@ -231,14 +238,51 @@ def sql(query, param="?"):
 _errors = peewee.__exception_wrapper__  # the DB-API errors as peewee's (retries test peewee.OperationalError)
 
 
+_deferred = threading.local()  # PostgreSQL, inside a write transaction: [(query, params)] not sent yet
+
+
 def execute(query, params=()):
     """One statement on this thread's connection: peewee's execute_sql without its per-call logging and hooks
-    (the slot transactions run ~10 statements each while they hold the write lock)."""
+    (the slot transactions run ~10 statements each while they hold the write lock). Deferred statements go first,
+    in the same round trip."""
     database = db.obj
+    query = sql(query, database.dialect.param)
+    pending = getattr(_deferred, "statements", None)
+    if pending:
+        query, params = _joined(pending, query, params)
+        pending.clear()
     with _errors:
         cursor = database.cursor()
-        cursor.execute(sql(query, database.dialect.param), params)
+        cursor.execute(query, params)
     return cursor
+
+
+def defer(query, params=()):
+    """A write whose result nobody reads. PostgreSQL, in a write transaction: it is sent with the next statement, or
+    before the commit, in one round trip (a round trip is ~0.25 ms on a loaded 2-core machine, and a slot transaction
+    ran ~14 of them). An error in it fails the transaction all the same. Elsewhere it runs at once."""
+    pending = getattr(_deferred, "statements", None)
+    if pending is None:
+        execute(query, params)
+    else:
+        pending.append((sql(query, db.obj.dialect.param), params))
+
+
+def flush():
+    """Send the deferred statements now (before a commit)."""
+    pending = getattr(_deferred, "statements", None)
+    if pending:
+        query, params = _joined(pending[:-1], *pending[-1])
+        pending.clear()
+        with _errors:
+            db.obj.cursor().execute(query, params)
+
+
+def _joined(pending, query, params):
+    """Several statements as one (psycopg2 sends them in one simple query; the cursor holds the last one's result)."""
+    queries = [q for q, _ in pending]
+    values = [v for _, ps in pending for v in ps]
+    return "; ".join((*queries, query)), (*values, *params)
 
 
 # ---------------------------------------------------------------- migrations

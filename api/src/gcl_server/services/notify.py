@@ -215,11 +215,11 @@ class PostgresNotifier:
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
 
-    def send_in_transaction(self, execute, waiter_ids, grants=None):
+    def send_in_transaction(self, send, waiter_ids, grants=None):
         """NOTIFY the waiters (with the grants made to them) at this transaction's commit, to every node."""
         entries = [_encode(waiter_id, (grants or {}).get(waiter_id)) for waiter_id in waiter_ids]
         for start in range(0, len(entries), 40):  # NOTIFY payloads are limited to 8000 bytes (an entry < 160)
-            execute("SELECT pg_notify(?, ?)", (self.CHANNEL, ",".join(entries[start : start + 40])))
+            send("SELECT pg_notify(?, ?)", (self.CHANNEL, ",".join(entries[start : start + 40])))
 
     def send(self, owner, waiter_ids, grants=None):
         grants = grants or {}
@@ -284,13 +284,13 @@ def on_commit(targets, grants=None):
     """Wake these waiters once the current transaction commits: local ones directly, others by datagram or NOTIFY.
 
     grants: what the transaction granted to whom, handed to the woken request."""
-    from ..database import execute
+    from ..database import defer
     from . import after_commit
 
     node = notifier()
     remote = {owner: ids for owner, ids in targets.items() if owner != node.address}
     if remote and isinstance(node, PostgresNotifier):
-        node.send_in_transaction(execute, [i for ids in remote.values() for i in ids], grants)
+        node.send_in_transaction(defer, [i for ids in remote.values() for i in ids], grants)
         targets = {owner: ids for owner, ids in targets.items() if owner == node.address}
     if targets:
         after_commit(lambda: wake_all(targets, grants))

@@ -10,7 +10,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from ..database import db, execute
+from ..database import db, defer, execute
 from ..errors import Gone, Invalid, Locked, NotFound
 from . import transactional, waiting
 from .decay import EPSILON, decayed, denied_rate, fits
@@ -145,7 +145,7 @@ def record_denied(rows, slots, now):
     for r in rows:
         if r.active:
             rate = denied_rate(r.rate, r.avg)
-            execute(
+            defer(
                 "UPDATE concurrency_limit SET denied = ?, denied_updated = ? WHERE id = ?",
                 (decayed(r.denied, r.denied_at, rate, now) + slots, now, r.id),
             )
@@ -219,7 +219,7 @@ def grant(rows, slots, now, lease_seconds=None, holder=None, anonymous=False, le
     active = [r for r in rows if r.active]
     for r in active:
         if r.rate > 0:
-            execute(
+            defer(
                 "UPDATE concurrency_limit SET decay_occupancy = ?, decay_updated = ? WHERE id = ?",
                 (decayed(r.pool, r.pool_at, r.rate, now) + slots, now, r.id),
             )
@@ -227,7 +227,7 @@ def grant(rows, slots, now, lease_seconds=None, holder=None, anonymous=False, le
     result = Grant(limits=rows)
     if lease_id is None:
         return result
-    execute(
+    defer(
         "INSERT INTO lease (id, slots, acquired, expires, duration, token, holder, anonymous) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         (
@@ -242,7 +242,7 @@ def grant(rows, slots, now, lease_seconds=None, holder=None, anonymous=False, le
         ),
     )
     for r in active:
-        execute(
+        defer(
             "INSERT INTO lease_limit (lease_id, limit_id, slots) VALUES (?, ?, ?)",
             (lease_id, r.id, 0 if r.rate > 0 else slots),
         )
@@ -357,7 +357,7 @@ def _record_occupancy(limit_ids, seconds):
         # PostgreSQL: lock in id order first, as lock_limits does; a plain UPDATE locks in scan order and
         # deadlocks with overlapping acquisitions (each deadlock costs deadlock_timeout, 1 s, before the retry).
         where = f"id IN (SELECT id FROM concurrency_limit WHERE {where} ORDER BY id{db.obj.dialect.lock_rows})"
-    execute(
+    defer(
         f"UPDATE concurrency_limit SET avg_slot_occupancy_seconds = avg_slot_occupancy_seconds * ? + ? WHERE {where}",
         (1 - OCCUPANCY_EMA, OCCUPANCY_EMA * max(seconds, 0.0), *limit_ids),
     )

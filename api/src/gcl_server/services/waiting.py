@@ -10,7 +10,7 @@ import json
 import time
 import uuid
 
-from ..database import db, execute
+from ..database import db, defer, execute
 from . import notify, transactional
 from . import slots as engine
 
@@ -47,7 +47,7 @@ def enqueue(rows, names, slots, mode, lease_seconds, anonymous, holder, deadline
     """Queue a request; a client may choose its ticket (a UUID), so it can withdraw before it hears back."""
     seq = execute(db.obj.dialect.next_token_sql("waiter_seq")).fetchone()[0]
     waiter_id = waiter_id or str(uuid.uuid4())
-    execute(
+    defer(
         "INSERT INTO waiter (id, seq, names, slots, mode, lease_seconds, anonymous, holder, owner, attached, expires,"
         " created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
@@ -67,7 +67,7 @@ def enqueue(rows, names, slots, mode, lease_seconds, anonymous, holder, deadline
     )
     for row in rows:
         if row.active:
-            execute("INSERT INTO waiter_limit (waiter_id, limit_id, seq) VALUES (?, ?, ?)", (waiter_id, row.id, seq))
+            defer("INSERT INTO waiter_limit (waiter_id, limit_id, seq) VALUES (?, ?, ?)", (waiter_id, row.id, seq))
     return waiter_id
 
 
@@ -156,7 +156,7 @@ def hand_off(limit_ids, now, freed_at=None):
             if not claimed:
                 continue
             # Out of the queue at once: the queue scans stay as short as the queue (the row keeps the grant).
-            execute("DELETE FROM waiter_limit WHERE waiter_id = ?", (waiter_id,))
+            defer("DELETE FROM waiter_limit WHERE waiter_id = ?", (waiter_id,))
             engine.grant(rows, slots, now, lease_seconds, json.loads(holder) if holder else None, anonymous, lease)
             known.update((r.name, r) for r in engine.after_grant(rows, slots, now))
             targets.setdefault(owner, []).append(waiter_id)
