@@ -105,6 +105,10 @@ class Dialect:
     def next_token_sql(self, counter="fencing_token"):
         return f"UPDATE gcl_counter SET value = value + 1 WHERE name = '{counter}' RETURNING value"
 
+    def next_token_expr(self, counter="fencing_token"):
+        """The next value as an SQL expression another statement can use, or None (SQLite: a statement of its own)."""
+        return None
+
     def release_connection(self):
         """End of a unit of work outside a request (the sweeper): SQLite keeps its per-thread connection."""
 
@@ -134,6 +138,9 @@ class PostgresDialect(Dialect):
 
     def next_token_sql(self, counter="fencing_token"):
         return f"SELECT nextval('gcl_{counter}')"
+
+    def next_token_expr(self, counter="fencing_token"):
+        return f"nextval('gcl_{counter}')"
 
     # serialization_failure, deadlock_detected, lock_not_available: the transaction was rolled
     # back as a whole, so running it again is safe. Anything else (a lost connection above all:

@@ -45,26 +45,33 @@ def owner(waker=None):
 
 def enqueue(rows, names, slots, mode, lease_seconds, anonymous, holder, deadline, now, waiter_id=None, owner=None):
     """Queue a request; a client may choose its ticket (a UUID), so it can withdraw before it hears back."""
-    seq = execute(db.obj.dialect.next_token_sql("waiter_seq")).fetchone()[0]
+    dialect = db.obj.dialect
     waiter_id = waiter_id or str(uuid.uuid4())
-    defer(
+    # PostgreSQL: the sequence value is taken by the INSERT itself (one round trip, not two).
+    expr = dialect.next_token_expr("waiter_seq")
+    seq = None if expr else execute(dialect.next_token_sql("waiter_seq")).fetchone()[0]
+    insert = (
         "INSERT INTO waiter (id, seq, names, slots, mode, lease_seconds, anonymous, holder, owner, attached, expires,"
-        " created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            waiter_id,
-            seq,
-            json.dumps(sorted(set(names))),
-            slots,
-            mode,
-            lease_seconds,
-            anonymous,
-            json.dumps(holder) if holder else None,
-            owner or notify.notifier().address,
-            True,
-            deadline + GRACE_SECONDS,
-            now,
-        ),
+        f" created) VALUES (?, {expr or '?'}, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     )
+    values = (
+        waiter_id,
+        *(() if expr else (seq,)),
+        json.dumps(sorted(set(names))),
+        slots,
+        mode,
+        lease_seconds,
+        anonymous,
+        json.dumps(holder) if holder else None,
+        owner or notify.notifier().address,
+        True,
+        deadline + GRACE_SECONDS,
+        now,
+    )
+    if expr:
+        seq = execute(insert + " RETURNING seq", values).fetchone()[0]
+    else:
+        defer(insert, values)
     for row in rows:
         if row.active:
             defer("INSERT INTO waiter_limit (waiter_id, limit_id, seq) VALUES (?, ?, ?)", (waiter_id, row.id, seq))
@@ -147,13 +154,8 @@ def hand_off(limit_ids, now, freed_at=None):
                 targets.setdefault(owner, []).append(waiter_id)
         else:
             # Claim the waiter first: under READ COMMITTED another node's hand-off may have granted it already.
-            lease = engine.new_lease(rows, now, lease_seconds, anonymous)
-            claimed = execute(
-                "UPDATE waiter SET granted_at = ?, lease_id = ?, token = ?, lease_expires = ? "
-                "WHERE id = ? AND granted_at IS NULL",
-                (now, lease[0], lease[1], now + lease_seconds if lease[0] else None, waiter_id),
-            ).rowcount
-            if not claimed:
+            lease = _claim_for(waiter_id, rows, now, lease_seconds, anonymous)
+            if lease is None:
                 continue
             # Out of the queue at once: the queue scans stay as short as the queue (the row keeps the grant).
             defer("DELETE FROM waiter_limit WHERE waiter_id = ?", (waiter_id,))
@@ -165,6 +167,27 @@ def hand_off(limit_ids, now, freed_at=None):
             break
     if targets:
         notify.on_commit(targets, granted)
+
+
+def _claim_for(waiter_id, rows, now, lease_seconds, anonymous):
+    """Mark the waiter granted (with its new lease, if it holds one): (lease id, token), or None if already granted."""
+    expr = db.obj.dialect.next_token_expr()
+    if expr is None or not engine.needs_lease(rows, lease_seconds, anonymous):
+        lease = engine.new_lease(rows, now, lease_seconds, anonymous)
+        claimed = execute(
+            "UPDATE waiter SET granted_at = ?, lease_id = ?, token = ?, lease_expires = ? "
+            "WHERE id = ? AND granted_at IS NULL",
+            (now, lease[0], lease[1], now + lease_seconds if lease[0] else None, waiter_id),
+        ).rowcount
+        return lease if claimed else None
+    # PostgreSQL: the fencing token is drawn by the claim itself (one round trip, not two).
+    lease_id = str(uuid.uuid4())
+    row = execute(
+        f"UPDATE waiter SET granted_at = ?, lease_id = ?, token = {expr}, lease_expires = ? "
+        "WHERE id = ? AND granted_at IS NULL RETURNING token",
+        (now, lease_id, now + lease_seconds, waiter_id),
+    ).fetchone()
+    return None if row is None else (lease_id, row[0])
 
 
 def _waiter(waiter_id):
