@@ -48,6 +48,7 @@ class Dialect:
     # read-then-write transaction can never fail half-way with SQLITE_BUSY.
     lock_rows = ""
     lock_rows_skip_locked = ""
+    writable_ctes = False  # INSERT/UPDATE/DELETE ... RETURNING inside WITH
     retryable_messages = ("database is locked", "database table is locked", "busy")
 
     def __init__(self, database):
@@ -122,6 +123,7 @@ class PostgresDialect(Dialect):
     # READ COMMITTED with row locks taken in id order: no deadlock between overlapping name sets.
     lock_rows = " FOR UPDATE"
     lock_rows_skip_locked = " FOR UPDATE SKIP LOCKED"
+    writable_ctes = True
 
     @contextlib.contextmanager
     def write_tx(self, held=False):

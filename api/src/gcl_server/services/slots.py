@@ -369,11 +369,21 @@ def release(lease_id, received_at=None):
 
     received_at: when the release reached the server, told to the waiter it frees (its hand-off time)."""
     now = time.time()
-    held = execute("DELETE FROM lease_limit WHERE lease_id = ? RETURNING limit_id, slots", (lease_id,)).fetchall()
-    lease = execute("DELETE FROM lease WHERE id = ? RETURNING acquired, expires", (lease_id,)).fetchall()
+    if db.obj.dialect.writable_ctes:  # PostgreSQL: both deletes in one round trip
+        rows = execute(
+            "WITH ll AS (DELETE FROM lease_limit WHERE lease_id = ? RETURNING limit_id, slots), "
+            "l AS (DELETE FROM lease WHERE id = ? RETURNING acquired, expires) "
+            "SELECT l.acquired, l.expires, ll.limit_id, ll.slots FROM l LEFT JOIN ll ON TRUE",
+            (lease_id, lease_id),
+        ).fetchall()
+        lease = rows[:1]
+        held = [(limit_id, slots) for _, _, limit_id, slots in rows if limit_id is not None]
+    else:
+        held = execute("DELETE FROM lease_limit WHERE lease_id = ? RETURNING limit_id, slots", (lease_id,)).fetchall()
+        lease = execute("DELETE FROM lease WHERE id = ? RETURNING acquired, expires", (lease_id,)).fetchall()
     if not lease:
         return False
-    acquired, expires = lease[0]
+    acquired, expires = lease[0][:2]
     limit_ids = sorted(limit_id for limit_id, slots in held if slots > 0)
     if expires > now:
         _record_occupancy(limit_ids, now - acquired)
