@@ -100,3 +100,14 @@ def test_postgresql_sends_deferred_writes_with_the_next_statement(tx, probe, mon
     # SQLite has no round trip to save: each statement runs at once.
     assert len(sent) == (2 if db.obj.dialect.name == "postgresql" else 4), sent
     assert _rows() == [1, 2, 3]
+
+
+def test_a_peewee_query_sees_the_writes_deferred_before_it(tx, probe):
+    from gcl_server.database import db, defer
+
+    @tx
+    def work():
+        defer("INSERT INTO defer_probe (v) VALUES (?)", (5,))
+        return [r[0] for r in db.obj.execute_sql("SELECT v FROM defer_probe").fetchall()]
+
+    assert work() == [5]
