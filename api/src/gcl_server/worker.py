@@ -7,17 +7,25 @@ in every hand-off of a slot. Here the thread that answered a request waits on th
 serves it directly. It gives the connection back to the poller (gthread's own path) when the connection idles
 LINGER_SECONDS, when the worker is stopping, or at once when threads run short: parked waiters hold threads too, and
 a release must always find one.
+
+Requests after the first on such a connection are parsed and answered by gcl_server/h1.py when they are plainly
+simple (most of a fleet's traffic), and by gunicorn otherwise.
 """
 
 import contextlib
+import errno
 import os
 import select
 import threading
 import time
 
+from gunicorn import glogging, util
 from gunicorn.workers.gthread import ThreadWorker
 
+from . import h1
+
 LINGER_SECONDS = 5.0  # an idle connection goes back to the poller after this long
+RECV_BYTES = 64 * 1024
 SLICE_SECONDS = 1.0  # a lingering thread re-checks its state at least this often (a missed wake-up costs this)
 
 
@@ -31,6 +39,26 @@ class KeepAliveThreadWorker(ThreadWorker):
         self._busy = 0
         self._lock = threading.Lock()
         self._pressure = self._stopping = None  # eventfds, made in the worker process (init_process)
+        self._lean = False  # whether h1.py may serve plain requests (init_process)
+        self._limits = h1.Limits(self.cfg)
+        self._environs = {}  # listener address -> the fixed part of its environ
+
+    def _lean_allowed(self):
+        """h1.py skips gunicorn's per-request hooks, access log and TLS/proxy handling: only when none is on."""
+        cfg = self.cfg
+        defaults = all(
+            cfg.settings[name].value is cfg.settings[name].default for name in ("pre_request", "post_request")
+        )
+        return (
+            defaults
+            and type(self.log) is glogging.Logger
+            and not self.log.access_log_enabled
+            and not cfg.is_ssl
+            and cfg.proxy_protocol in (False, "off", None)
+            and getattr(cfg, "protocol", "http") == "http"
+            and not os.environ.get("SCRIPT_NAME")
+            and os.environ.get("GCL_LEAN_HTTP", "1") != "0"
+        )
 
     def init_process(self):
         # Readable while threads run short: every lingering thread selects on it and leaves.
@@ -38,6 +66,7 @@ class KeepAliveThreadWorker(ThreadWorker):
         # Readable once the worker stops: lingering threads give their connections back at once, so the worker
         # closes them and exits as promptly as gthread does (a client's next request then fails fast).
         self._stopping = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._lean = self._lean_allowed()
         super().init_process()
 
     def handle_exit(self, sig, frame):
@@ -70,11 +99,64 @@ class KeepAliveThreadWorker(ThreadWorker):
             keepalive = super().handle(conn)
             deadline = time.monotonic() + min(LINGER_SECONDS, self.cfg.keepalive)
             while keepalive is True and self.alive and self._next_request_arrived(conn, deadline):
-                keepalive = super().handle(conn)
+                keepalive = self._handle_next(conn)
                 deadline = time.monotonic() + min(LINGER_SECONDS, self.cfg.keepalive)
             return keepalive
         finally:
             self._leave()
+
+    def _handle_next(self, conn):
+        """Serve the next request on a kept-alive connection; True to keep it open."""
+        if not self._lean or getattr(conn, "is_http2", False) or not isinstance(conn.server, tuple):
+            return super().handle(conn)
+        unreader = conn.parser.unreader
+        data = unreader.take_buffered()
+        try:
+            if not data:
+                data = conn.sock.recv(RECV_BYTES)  # readable: _next_request_arrived saw it
+                if not data:
+                    return False  # the client closed the connection
+            request = h1.parse(data, self._limits)
+            if request is None:
+                unreader.unread(data)
+                return super().handle(conn)
+            method, target, headers, body, length = request
+            if length < len(data):
+                unreader.unread(data[length:])  # pipelined: the next request's start
+            return self._serve(
+                conn, h1.environ(self._base(conn), method, target, headers, body, conn.sock, conn.client)
+            )
+        except OSError as error:
+            if error.errno not in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN):
+                self.log.exception("Socket error processing request.")
+            return False
+
+    def _base(self, conn):
+        base = self._environs.get(conn.server)
+        if base is None:
+            base = self._environs[conn.server] = h1.base_environ(self.cfg, conn.server)
+        return base
+
+    def _serve(self, conn, env):
+        """What gthread's handle_request does for the request, with h1.respond writing the answer."""
+        self.nr += 1
+        close = False
+        if self.nr >= self.max_requests:
+            if self.alive:
+                self.log.info("Autorestarting worker after current request.")
+                self.alive = False
+            close = True
+        if not self.alive or not self.cfg.keepalive or len(self.keepalived_conns) >= self.max_keepalived:
+            close = True
+        try:
+            data, close = h1.respond(self.wsgi, env, close)
+        except Exception:
+            self.log.exception("Error handling request")
+            with contextlib.suppress(OSError):
+                util.write_error(conn.sock, 500, "Internal Server Error", "")
+            return False
+        conn.sock.sendall(data)
+        return not close
 
     def _next_request_arrived(self, conn, deadline):
         """True when the next request is there to read; False to give the connection back to the poller."""
