@@ -54,6 +54,7 @@ def test_a_percent_encoded_path_is_decoded_as_gunicorn_does():
         pytest.param(HEALTH.replace(b"GET", b"HEAD"), id="HEAD"),
         pytest.param(HEALTH.replace(b"GET /api/health", b"GET http://x/api/health"), id="absolute-form target"),
         pytest.param(HEALTH.replace(b"/api/health", b"/api/h\xc3\xa9"), id="non-ASCII target"),
+        pytest.param(HEALTH.replace(b"/api/health", b"/api/health#top"), id="fragment in the target"),
         pytest.param(_post(b"/a", b"{}", b"Connection: close\r\n"), id="Connection: close"),
         pytest.param(_post(b"/a", b"{}", b"Expect: 100-continue\r\n"), id="Expect"),
         pytest.param(_post(b"/a", b"{}", b"X-Forwarded-Proto: https\r\n"), id="forwarding header"),

@@ -100,7 +100,7 @@ def parse(data, limits):
     method, target = parser.get_method(), message.url
     if method not in METHODS or parser.get_http_version() != "1.1" or not parser.should_keep_alive():
         return None
-    if not target.startswith(b"/") or UNSAFE_TARGET.search(target):
+    if not target.startswith(b"/") or UNSAFE_TARGET.search(target) or b"#" in target:
         return None
     if len(message.headers) > limits.fields:
         return None
@@ -192,8 +192,8 @@ def respond(app, env, close):
     chunks = []
 
     def start_response(status, headers, exc_info=None):
-        if exc_info is not None and "status" in state and chunks:
-            raise exc_info[1].with_traceback(exc_info[2])
+        if exc_info is not None:
+            chunks.clear()  # nothing is sent yet: the error response replaces what was written
         state["status"], state["headers"] = status, headers
         return chunks.append
 

@@ -14,6 +14,7 @@ simple (most of a fleet's traffic), and by gunicorn otherwise.
 
 import contextlib
 import errno
+import io
 import os
 import select
 import threading
@@ -110,7 +111,8 @@ class KeepAliveThreadWorker(ThreadWorker):
         if not self._lean or getattr(conn, "is_http2", False) or not isinstance(conn.server, tuple):
             return super().handle(conn)
         unreader = conn.parser.unreader
-        data = unreader.take_buffered()
+        data = unreader.buf.getvalue()  # read ahead already (pipelining)
+        unreader.buf = io.BytesIO()
         try:
             if not data:
                 data = conn.sock.recv(RECV_BYTES)  # readable: _next_request_arrived saw it
