@@ -299,3 +299,27 @@ def test_connection_close_and_a_malformed_request_end_the_connection_cleanly(ser
         assert again.response()[0] == "HTTP/1.1 200 OK"
     finally:
         again.close()
+
+
+def test_max_requests_still_restarts_the_worker_after_lean_requests(server_factory):
+    server = server_factory(workers=1, env={"GUNICORN_CMD_ARGS": "--max-requests 8", "GCL_LOG_LEVEL": "info"})
+    conn = Connection(server.port)
+    try:
+        connection_headers = []
+        while "close" not in connection_headers and len(connection_headers) < 8:  # the readiness probe took some
+            conn.send(HEALTH)
+            status, headers, _ = conn.response()
+            assert status == "HTTP/1.1 200 OK"
+            connection_headers.append(headers["connection"])
+        assert connection_headers[-1] == "close" and set(connection_headers[:-1]) <= {"keep-alive"}
+        assert len(connection_headers) >= 3, "requests after the first were served on this connection"
+        assert conn.closed(), "the worker closes the connection on its last request, then restarts"
+    finally:
+        conn.close()
+    assert "Autorestarting worker after current request" in server.log_path.read_text()
+    again = Connection(server.port)  # served by the new worker
+    try:
+        again.send(HEALTH)
+        assert again.response()[0] == "HTTP/1.1 200 OK"
+    finally:
+        again.close()
