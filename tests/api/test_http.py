@@ -37,6 +37,16 @@ def test_a_plain_request_is_parsed_with_its_body_and_length():
     assert env["wsgi.input"].read() == b'{"k":1}' and env["REMOTE_ADDR"] == "10.0.0.1" and env["REMOTE_PORT"] == "5000"
 
 
+def test_proxy_headers_pass_through_but_not_a_configured_scheme_header():
+    data = _post(b"/a", b"{}", b"X-Forwarded-For: 10.1.2.3\r\nVia: 1.1 lb\r\n")
+    method, target, headers, body, _ = h1.parse(data, LIMITS)
+    env = h1.environ({}, method, target, headers, body, None, ("127.0.0.1", 1))
+    assert env["HTTP_X_FORWARDED_FOR"] == "10.1.2.3" and env["HTTP_VIA"] == "1.1 lb"
+    cfg = Config()
+    cfg.set("secure_scheme_headers", {"X-FORWARDED-FOR": "https"})  # an odd setup, but gunicorn would honour it
+    assert h1.parse(data, h1.Limits(cfg)) is None
+
+
 def test_a_percent_encoded_path_is_decoded_as_gunicorn_does():
     method, target, headers, body, _ = h1.parse(
         b"GET /api/v2/concurrency_limits/a%20b HTTP/1.1\r\nHost: x\r\n\r\n", LIMITS

@@ -24,8 +24,10 @@ from gunicorn.http import wsgi
 from gunicorn.http.wsgi import HEADER_VALUE_RE, TOKEN_RE
 
 METHODS = frozenset((b"GET", b"POST", b"PUT", b"PATCH", b"DELETE", b"OPTIONS"))
-# Request headers this path understands. Any other sends the request down gunicorn's path: that keeps what gunicorn
-# does with forwarding and proxy headers, SCRIPT_NAME, Expect, Transfer-Encoding, Upgrade and header names with "_".
+# Request headers this path understands (gunicorn passes them to the application as they are). Any other sends the
+# request down gunicorn's path: that keeps what gunicorn does with scheme headers from trusted proxies
+# (X-Forwarded-Proto and the rest of secure_scheme_headers), SCRIPT_NAME, Expect, Transfer-Encoding, Upgrade and
+# header names with "_".
 HEADERS = frozenset(
     (
         b"accept",
@@ -41,6 +43,10 @@ HEADERS = frozenset(
         b"traceparent",
         b"tracestate",
         b"user-agent",
+        b"via",
+        b"x-amzn-trace-id",
+        b"x-forwarded-for",
+        b"x-real-ip",
         b"x-request-id",
     )
 )
@@ -71,9 +77,11 @@ class _Message:
 
 
 class Limits:
-    """gunicorn's request limits, from its config; a request beyond one is left to gunicorn to refuse."""
+    """From gunicorn's config: its request limits (a request beyond one is left to gunicorn to refuse), and the
+    headers this path takes (none that gunicorn is configured to read as a scheme header)."""
 
     def __init__(self, cfg):
+        self.headers = HEADERS - {name.lower().encode("latin-1") for name in cfg.secure_scheme_headers}
         self.line = cfg.limit_request_line or 1 << 30
         self.fields = cfg.limit_request_fields
         self.field_size = cfg.limit_request_field_size or 1 << 30
@@ -107,7 +115,7 @@ def parse(data, limits):
     headers, length = [], 0
     for name, value in message.headers:
         name = name.lower()
-        if name not in HEADERS or len(name) + len(value) + 2 > limits.field_size or UNSAFE_VALUE.search(value):
+        if name not in limits.headers or len(name) + len(value) + 2 > limits.field_size or UNSAFE_VALUE.search(value):
             return None
         if name == b"connection" and value.strip(b" \t").lower() != b"keep-alive":
             return None
