@@ -4,12 +4,15 @@ Both must give the same answers; the lean one must hand anything unusual back to
 """
 
 import json
+import random
 import socket
 import time
 
 import pytest
 from gcl_server import h1
 from gunicorn.config import Config
+from gunicorn.http.parser import RequestParser
+from gunicorn.util import unquote_to_wsgi_str
 
 LIMITS = h1.Limits(Config())
 HEALTH = b"GET /api/health HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -83,6 +86,68 @@ def test_a_percent_encoded_path_is_decoded_as_gunicorn_does():
 )
 def test_anything_unusual_is_left_to_gunicorn(data):
     assert h1.parse(data, LIMITS) is None
+
+
+def _gunicorn_parse(data):
+    request = next(RequestParser(Config(), iter([data]), ("127.0.0.1", 1)))
+    headers = {
+        {"CONTENT-TYPE": "CONTENT_TYPE", "CONTENT-LENGTH": "CONTENT_LENGTH"}.get(
+            name, "HTTP_" + name.replace("-", "_")
+        ): value
+        for name, value in request.headers
+    }
+    return request.method, unquote_to_wsgi_str(request.path), request.query, headers, request.body.read()
+
+
+def test_what_the_lean_path_accepts_gunicorn_parses_the_same():
+    """Differential: mutated requests (bytes replaced, inserted, deleted in the head); whenever h1 takes one,
+    gunicorn's own parser accepts it too and reads the same method, path, query, headers and body."""
+    seeds = [
+        _post(b"/api/v2/concurrency_limits/increment-with-lease?x=1", b'{"names":["a"]}', b"User-Agent: sdk/1\r\n"),
+        b"GET /api/health HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k1\r\nX-Forwarded-For: 1.2.3.4\r\n\r\n",
+        b"PUT /api/v2/concurrency_limits/a%20b HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nAccept: */*\r\n\r\n{}",
+    ]
+    pieces = [
+        b" ",
+        b"\t",
+        b":",
+        b"\r",
+        b"\n",
+        b"\r\n",
+        b"\x00",
+        b"\x7f",
+        b"\x80",
+        b"\xff",
+        b"a",
+        b"/",
+        b"?",
+        b"%",
+        b"_",
+    ]
+    pieces += [b"-", b"#", b"0", b",", b'"', b"\\", b"@", b"\r\n\r\n", b" \r\n"]
+    rng, accepted = random.Random(7), 0
+    for _ in range(20000):
+        data = bytearray(rng.choice(seeds))
+        end = data.find(b"\r\n\r\n")
+        for _ in range(rng.randint(1, 3)):
+            at, op = rng.randrange(end + 2), rng.random()
+            if op < 0.5:
+                data[at : at + 1] = rng.choice(pieces)
+            elif op < 0.8:
+                data[at:at] = rng.choice(pieces)
+            else:
+                del data[at]
+        data = bytes(data)
+        parsed = h1.parse(data, LIMITS)
+        if parsed is None:
+            continue
+        accepted += 1
+        method, target, headers, body, _ = parsed
+        env = h1.environ({}, method, target, headers, body, None, ("h", 1))
+        mine = {k: v for k, v in env.items() if k.startswith("HTTP_") or k in ("CONTENT_TYPE", "CONTENT_LENGTH")}
+        ours = (env["REQUEST_METHOD"], env["PATH_INFO"], env["QUERY_STRING"], mine, body)
+        assert ours == _gunicorn_parse(data), data
+    assert accepted > 2000, "the mutations left enough requests valid to compare"
 
 
 # ---------------------------------------------------------------------------------------------------- answers
