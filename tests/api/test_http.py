@@ -232,6 +232,20 @@ class Connection:
     def close(self):
         self.sock.close()
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def kept_alive(port):
+    """A connection whose first request (always gunicorn's) is answered: what it sends next may take the lean path."""
+    conn = Connection(port)
+    conn.send(HEALTH)
+    assert conn.response()[0] == "HTTP/1.1 200 OK"
+    return conn
+
 
 def _gunicorn_parsed(server):
     """How many requests gunicorn's own parser handled (its pre_request hook logs each one at debug level)."""
@@ -240,8 +254,7 @@ def _gunicorn_parsed(server):
 
 def test_kept_alive_requests_take_the_lean_path_and_odd_ones_gunicorns(server_factory):
     server = server_factory(workers=1, env={"GCL_LOG_LEVEL": "debug"})
-    conn = Connection(server.port)
-    try:
+    with Connection(server.port) as conn:
         for _ in range(5):
             conn.send(HEALTH)
             assert conn.response()[0] == "HTTP/1.1 200 OK"
@@ -250,8 +263,6 @@ def test_kept_alive_requests_take_the_lean_path_and_odd_ones_gunicorns(server_fa
             conn.send(HEALTH.replace(b"\r\n\r\n", b"\r\nX-Unusual: 1\r\n\r\n"))
             assert conn.response()[0] == "HTTP/1.1 200 OK"
         assert _gunicorn_parsed(server) == 4
-    finally:
-        conn.close()
 
 
 VOLATILE = {"id", "lease_id", "created", "updated", "expires", "queue_ticket"}
@@ -296,39 +307,25 @@ def test_both_paths_give_the_same_answers(server_factory):
         b"DELETE /api/health HTTP/1.1\r\nHost: x\r\n" + auth + b"\r\n",
         _post(b"/api/v2/concurrency_limits/increment", b'{"names":["same"],"slots":1}'),  # no key: 401
     ]
-    lean, plain = Connection(lean_server.port), Connection(plain_server.port)
-    try:
-        for conn in (lean, plain):
-            conn.send(HEALTH)
-            conn.response()
+    with kept_alive(lean_server.port) as lean, kept_alive(plain_server.port) as plain:
         for request in sequence:
             lean.send(request)
             plain.send(request.replace(b"\r\n\r\n", b"\r\nX-Unusual: 1\r\n\r\n", 1))
             assert _normalized(lean.response()) == _normalized(plain.response()), request
-    finally:
-        lean.close(), plain.close()
 
 
 def test_pipelined_requests_are_answered_in_order_across_both_paths(server_factory):
     server = server_factory(workers=1)
-    conn = Connection(server.port)
-    try:
-        conn.send(HEALTH)
-        conn.response()
+    with kept_alive(server.port) as conn:
         odd = b"GET /api/nothing-here HTTP/1.1\r\nHost: x\r\nX-Unusual: 1\r\n\r\n"
         conn.send(HEALTH + odd + HEALTH + _post(b"/api/v2/concurrency_limits/", b'{"name":"p","limit":2}'))
         statuses = [conn.response()[0].split()[1] for _ in range(4)]
         assert statuses == ["200", "404", "200", "201"]
-    finally:
-        conn.close()
 
 
 def test_a_request_arriving_in_pieces_or_chunked_is_read_whole(server_factory):
     server = server_factory(workers=1)
-    conn = Connection(server.port)
-    try:
-        conn.send(HEALTH)
-        conn.response()
+    with kept_alive(server.port) as conn:
         request = _post(b"/api/v2/concurrency_limits/", b'{"name":"pieces","limit":3}')
         head, body = request[:-10], request[-10:]
         conn.send(head)
@@ -345,41 +342,23 @@ def test_a_request_arriving_in_pieces_or_chunked_is_read_whole(server_factory):
         assert conn.response()[0] == "HTTP/1.1 201 CREATED"
         conn.send(b"GET /api/v2/concurrency_limits/chunked HTTP/1.1\r\nHost: x\r\n\r\n")
         assert b'"limit":3' in conn.response()[2]
-    finally:
-        conn.close()
 
 
 def test_connection_close_and_a_malformed_request_end_the_connection_cleanly(server_factory):
     server = server_factory(workers=1)
-    conn = Connection(server.port)
-    try:
-        conn.send(HEALTH)
-        conn.response()
+    with kept_alive(server.port) as conn:
         conn.send(HEALTH.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n"))
         status, headers, _ = conn.response()
         assert status == "HTTP/1.1 200 OK" and headers["connection"] == "close" and conn.closed()
-    finally:
-        conn.close()
-    conn = Connection(server.port)
-    try:
-        conn.send(HEALTH)
-        conn.response()
+    with kept_alive(server.port) as conn:
         conn.send(b"GET /api/health HTTP/1.1\r\nHost: x\r\nBad Header: 1\r\n\r\n")
         assert conn.response()[0].startswith("HTTP/1.1 400") and conn.closed()
-    finally:
-        conn.close()
-    again = Connection(server.port)
-    try:
-        again.send(HEALTH)
-        assert again.response()[0] == "HTTP/1.1 200 OK"
-    finally:
-        again.close()
+    kept_alive(server.port).close()  # and the server keeps serving
 
 
 def test_max_requests_still_restarts_the_worker_after_lean_requests(server_factory):
     server = server_factory(workers=1, env={"GUNICORN_CMD_ARGS": "--max-requests 8", "GCL_LOG_LEVEL": "info"})
-    conn = Connection(server.port)
-    try:
+    with Connection(server.port) as conn:
         connection_headers = []
         while "close" not in connection_headers and len(connection_headers) < 8:  # the readiness probe took some
             conn.send(HEALTH)
@@ -389,12 +368,5 @@ def test_max_requests_still_restarts_the_worker_after_lean_requests(server_facto
         assert connection_headers[-1] == "close" and set(connection_headers[:-1]) <= {"keep-alive"}
         assert len(connection_headers) >= 3, "requests after the first were served on this connection"
         assert conn.closed(), "the worker closes the connection on its last request, then restarts"
-    finally:
-        conn.close()
     assert "Autorestarting worker after current request" in server.log_path.read_text()
-    again = Connection(server.port)  # served by the new worker
-    try:
-        again.send(HEALTH)
-        assert again.response()[0] == "HTTP/1.1 200 OK"
-    finally:
-        again.close()
+    kept_alive(server.port).close()  # served by the new worker
