@@ -6,10 +6,12 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
 import requests
+import urllib3
 
 from tests import pg
 
@@ -32,8 +34,10 @@ def free_port():
 class Server:
     """A real control plane under gunicorn, the way `make run` starts it, on a free loopback port."""
 
-    def __init__(self, data_dir, workers=2, env=None, database_url=None):
+    def __init__(self, data_dir, workers=2, env=None, database_url=None, tls_pem=None):
+        """tls_pem: a PEM file with the server's key and certificate chain: HTTPS instead of HTTP."""
         self.data_dir = Path(data_dir)
+        self.scheme = "https" if tls_pem else "http"
         self.workers = workers
         self.port = free_port()
         if database_url is None and pg.selected():  # GCL_TEST_DATABASE=postgresql: a fresh database per server
@@ -49,6 +53,10 @@ class Server:
             "GCL_LOG_LEVEL": "warning",
             **(env or {}),
         }
+        if tls_pem:
+            self.env["GUNICORN_CMD_ARGS"] = (
+                f"{self.env.get('GUNICORN_CMD_ARGS', '')} --certfile {tls_pem} --keyfile {tls_pem}"
+            )
         self.proc = None
         self.log_path = self.data_dir / f"server-{self.port}.log"
 
@@ -59,7 +67,7 @@ class Server:
 
     @property
     def root(self):
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     @property
     def url(self):
@@ -88,7 +96,10 @@ class Server:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log_path.read_text()[-3000:]}")
             try:
-                if requests.get(f"{self.url}/ready", headers=self.auth_headers(), timeout=1).status_code == 200:
+                with warnings.catch_warnings():  # HTTPS: only "is it up?", the tests verify the certificate
+                    warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
+                    ready = requests.get(f"{self.url}/ready", headers=self.auth_headers(), timeout=1, verify=False)
+                if ready.status_code == 200:
                     return self
             except requests.RequestException:
                 pass

@@ -8,11 +8,13 @@ import multiprocessing
 import random
 import threading
 import time
+import urllib.parse
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import requests
+import urllib3
 
 from tests.bench.harness import (
     Acquirer,
@@ -241,50 +243,65 @@ def _ratio(a, b):
 
 
 def uncontended(ctx):
-    """Acquire+release on a free limit, one client, keep-alive connection: raw HTTP and the SDK, in interleaved
-    blocks (raw, SDK, raw, SDK, ...) so that a change in the machine's load hits both alike."""
+    """Acquire+release on a free limit, one client, keep-alive connection: raw HTTP through several client stacks and
+    the SDK, in interleaved blocks (one of each, again and again) so that a change in the machine's load hits all
+    alike. The SDK's overhead is measured like for like: against raw calls over the HTTP stack the SDK itself uses."""
     cycles = 300 if ctx.quick else 2000
     blocks = 4 if ctx.quick else 10
     per_block = cycles // blocks
     out = {"cycles": cycles, "blocks": blocks}
     try:
         from gcl import Client
+        from gcl.client import pool_for
         from gcl.sync import concurrency
     except ImportError as exc:
-        Client = concurrency = None
+        Client = concurrency = pool_for = None
         out["sdk"] = {"skipped": f"SDK not importable: {exc}"}
     with ctx.backends.server(ctx.backend) as server, requests.Session() as session, _env_once(server.url) as once:
         name = unique("uncontended")
         put_limit(session, server.limits_url, name, 10)
         client = Client(api_url=server.url) if Client else None
-        raw = {"acquire": [], "release": [], "total": []}
-        raw_once = {"acquire": [], "release": [], "total": []}
+        # The SDK's own HTTP stack, called raw: a urllib3 pool made as the SDK makes it.
+        pool = (pool_for(server.url) if pool_for else None) or urllib3.connection_from_url(server.url, retries=False)
+        lean = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        stacks = {
+            "raw_lean": lambda into: _lean_cycles(lean, name, per_block, into),
+            "raw_pool": lambda into: _pool_cycles(pool, server.url, name, per_block, into),
+            "raw": lambda into: _raw_cycles(session, server.limits_url, name, per_block, into),
+            "raw_env_once": lambda into: _raw_cycles(once, server.limits_url, name, per_block, into),
+        }
+        times = {key: {"acquire": [], "release": [], "total": []} for key in stacks}
         sdk, sdk_error = [], None
         try:
-            _raw_cycles(session, server.limits_url, name, 100, {"acquire": [], "release": [], "total": []})
+            for run in stacks.values():  # warm-up
+                run({"acquire": [], "release": [], "total": []})
             if client:
                 try:
                     _sdk_cycles(concurrency, name, 50, client=client)
                 except Exception as exc:  # noqa: BLE001 - the SDK is another engineer's moving target: report
                     sdk_error = f"SDK call failed: {type(exc).__name__}: {exc}"[:300]
             for _ in range(blocks):
-                _raw_cycles(session, server.limits_url, name, per_block, raw)
-                _raw_cycles(once, server.limits_url, name, per_block, raw_once)
+                for key, run in stacks.items():
+                    run(times[key])
                 if client and not sdk_error:
                     sdk += _sdk_cycles(concurrency, name, per_block, client=client)
         finally:
+            lean.close()
+            pool.close()
             if client:
                 client.close()
-        # The same cycle from a lean client (http.client): what the server costs, without requests' own
-        # ~0.7 ms of client CPU per call on the same 2 cores.
-        lean = _lean_cycles(server.port, name, per_block * 2)
-        out["raw_lean"] = _lat(lean)
-        ctx.log(f"  raw HTTP (http.client) acquire+release p50 {out['raw_lean']['p50_ms']} ms")
-        out["raw"] = _lat(raw["total"]) | {
-            "acquire_p50_ms": ms(percentile(raw["acquire"], 50)),
-            "release_p50_ms": ms(percentile(raw["release"], 50)),
-        }
-        ctx.log(f"  raw HTTP acquire+release p50 {out['raw']['p50_ms']} ms p99 {out['raw']['p99_ms']} ms")
+        for key, label in (
+            ("raw_lean", "raw HTTP (http.client)"),
+            ("raw_pool", "raw HTTP (urllib3 pool, the SDK's stack)"),
+            ("raw", "raw HTTP (requests.Session)"),
+            ("raw_env_once", "raw HTTP (requests.Session, environment read once)"),
+        ):
+            t = times[key]
+            out[key] = _lat(t["total"]) | {
+                "acquire_p50_ms": ms(percentile(t["acquire"], 50)),
+                "release_p50_ms": ms(percentile(t["release"], 50)),
+            }
+            ctx.log(f"  {label} acquire+release p50 {out[key]['p50_ms']} ms p99 {out[key]['p99_ms']} ms")
         # The machine's HTTP floor: the cheapest route (no database) through the same gunicorn and client.
         health = []
         for _ in range(300):
@@ -292,30 +309,30 @@ def uncontended(ctx):
             session.get(f"{server.url}/health", timeout=30)
             health.append(time.perf_counter() - t0)
         out["health_p50_ms"] = ms(percentile(health[50:], 50))
-        ctx.log(f"  GET /api/health p50 {out['health_p50_ms']} ms (HTTP floor)")
+        ctx.log(f"  GET /api/health p50 {out['health_p50_ms']} ms (HTTP floor, requests)")
         if sdk_error:
             out["sdk"] = {"skipped": sdk_error}
-        out["raw_env_once"] = _lat(raw_once["total"])
-        ctx.log(f"  raw HTTP (requests.Session, environment read once) p50 {out['raw_env_once']['p50_ms']} ms")
         if sdk:
             out["sdk"] = _lat(sdk)
-            # Like for like: the SDK's own cost over the same HTTP stack (its session reads the environment once).
-            out["sdk_overhead_p50_ms"] = round(out["sdk"]["p50_ms"] - out["raw_env_once"]["p50_ms"], 3)
+            # Like for like: the SDK's own cost over the same HTTP stack.
+            out["sdk_overhead_p50_ms"] = round(out["sdk"]["p50_ms"] - out["raw_pool"]["p50_ms"], 3)
+            out["sdk_vs_http_client_p50_ms"] = round(out["sdk"]["p50_ms"] - out["raw_lean"]["p50_ms"], 3)
             out["sdk_vs_plain_session_p50_ms"] = round(out["sdk"]["p50_ms"] - out["raw"]["p50_ms"], 3)
             ctx.log(
-                f"  SDK (shared Client) p50 {out['sdk']['p50_ms']} ms, overhead {out['sdk_overhead_p50_ms']} ms "
-                f"({out['sdk_vs_plain_session_p50_ms']} ms against a plain requests.Session)"
+                f"  SDK (shared Client) p50 {out['sdk']['p50_ms']} ms, overhead {out['sdk_overhead_p50_ms']} ms over "
+                f"its own stack ({out['sdk_vs_http_client_p50_ms']} ms over http.client, "
+                f"{out['sdk_vs_plain_session_p50_ms']} ms over a plain requests.Session)"
             )
-            # The SDK's default (no client=): its own session, so a new connection, per `with`.
+            # The SDK's default (no client=): one client per thread, reused by every `with`.
             times = _sdk_cycles(concurrency, name, min(cycles, 300), api_url=server.url)
             out["sdk_default"] = _lat(times)
-            ctx.log(f"  SDK (default: connection per `with`) p50 {out['sdk_default']['p50_ms']} ms")
+            ctx.log(f"  SDK (default client) p50 {out['sdk_default']['p50_ms']} ms")
     return out
 
 
 def _env_once(url):
-    """A requests.Session as the SDK makes one: what requests would read from the environment on every call (proxy
-    and CA-bundle variables, ~/.netrc) read once."""
+    """A requests.Session as the SDK makes one when a proxy applies: what requests would read from the environment
+    on every call (proxy and CA-bundle variables, ~/.netrc) read once."""
     try:
         from gcl.client import session_for
     except ImportError:
@@ -325,24 +342,41 @@ def _env_once(url):
     return session_for(url)
 
 
-def _lean_cycles(port, name, cycles):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    headers = {"Content-Type": "application/json"}
+LEAN_HEADERS = {"Content-Type": "application/json"}
+
+
+def _lean_cycles(conn, name, cycles, into):
     acquire = json.dumps({"names": [name], "slots": 1, "lease_duration": 60})
-    times = []
-    try:
-        for _ in range(cycles + 50):
-            t0 = time.perf_counter()
-            conn.request("POST", "/api/v2/concurrency_limits/increment-with-lease", body=acquire, headers=headers)
-            resp = conn.getresponse()
-            lease_id = json.loads(resp.read())["lease_id"]
-            release = json.dumps({"lease_id": lease_id})
-            conn.request("POST", "/api/v2/concurrency_limits/decrement-with-lease", body=release, headers=headers)
-            conn.getresponse().read()
-            times.append(time.perf_counter() - t0)
-    finally:
-        conn.close()
-    return times[50:]
+    for _ in range(cycles):
+        t0 = time.perf_counter()
+        conn.request("POST", "/api/v2/concurrency_limits/increment-with-lease", body=acquire, headers=LEAN_HEADERS)
+        resp = conn.getresponse()
+        lease_id = json.loads(resp.read())["lease_id"]
+        t1 = time.perf_counter()
+        release = json.dumps({"lease_id": lease_id})
+        conn.request("POST", "/api/v2/concurrency_limits/decrement-with-lease", body=release, headers=LEAN_HEADERS)
+        conn.getresponse().read()
+        _timed(into, t0, t1, time.perf_counter())
+
+
+def _pool_cycles(pool, api_url, name, cycles, into):
+    prefix = urllib.parse.urlsplit(api_url).path + "/v2/concurrency_limits"
+    acquire = json.dumps({"names": [name], "slots": 1, "lease_duration": 60}).encode()
+    for _ in range(cycles):
+        t0 = time.perf_counter()
+        resp = pool.urlopen("POST", f"{prefix}/increment-with-lease", body=acquire, headers=LEAN_HEADERS)
+        assert resp.status == 200, resp.data
+        t1 = time.perf_counter()
+        release = json.dumps({"lease_id": json.loads(resp.data)["lease_id"]}).encode()
+        resp2 = pool.urlopen("POST", f"{prefix}/decrement-with-lease", body=release, headers=LEAN_HEADERS)
+        assert resp2.status == 204, resp2.data
+        _timed(into, t0, t1, time.perf_counter())
+
+
+def _timed(into, t0, t1, t2):
+    into["acquire"].append(t1 - t0)
+    into["release"].append(t2 - t1)
+    into["total"].append(t2 - t0)
 
 
 def _raw_cycles(session, limits_url, name, cycles, into):
@@ -356,9 +390,7 @@ def _raw_cycles(session, limits_url, name, cycles, into):
         resp2 = session.post(f"{limits_url}/decrement-with-lease", json=lease, timeout=30)
         t2 = time.perf_counter()
         assert resp2.status_code == 204, resp2.text
-        into["acquire"].append(t1 - t0)
-        into["release"].append(t2 - t1)
-        into["total"].append(t2 - t0)
+        _timed(into, t0, t1, t2)
 
 
 def _sdk_cycles(concurrency, name, cycles, **kwargs):

@@ -355,3 +355,25 @@ def test_async_cancel_withdraws_a_request_parked_in_the_server_queue():
     acquire, withdraw = sent
     assert acquire.json["wait_seconds"] == 30.0 and acquire.json["queue_ticket"]
     assert withdraw.method == "DELETE" and withdraw.path.endswith(f"/waiters/{acquire.json['queue_ticket']}")
+
+
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        (
+            "<urllib3.connection.HTTPConnection object at 0x7f>: Failed to establish a new connection: "
+            "[Errno 111] Connection refused",
+            "[Errno 111] Connection refused",
+        ),
+        (
+            "HTTPSConnectionPool(host='h', port=1): Max retries exceeded "
+            "(Caused by SSLError(SSLCertVerificationError(1, "
+            "'[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: self-signed certificate (_ssl.c:1006)')))",
+            "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: self-signed certificate",
+        ),
+        ("HTTPConnectionPool(host='h', port=1): Read timed out. (read timeout=5)", "ReadTimeoutError"),
+    ],
+)
+def test_connection_reason_is_one_short_line(error, reason):
+    exc = type("ReadTimeoutError", (Exception,), {})(error)
+    assert _base.connection_reason(exc) == reason

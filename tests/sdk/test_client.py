@@ -1,11 +1,18 @@
 """gcl.Client / gcl.AsyncClient CRUD against a live server (twins)."""
 
 import asyncio
+import select
+import socket
 import uuid
 
 import gcl
 import pytest
+import requests
+import trustme
+from gcl import _base as gbase
 from gcl import sync as gsync
+
+from tests.conftest import Server
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -111,3 +118,97 @@ def test_leases_revoke_reset_twins(live_server):
 def test_connection_error_is_a_gcl_error():
     with gcl.Client("http://127.0.0.1:9/api") as client, pytest.raises(gcl.GCLConnectionError, match="refused"):
         client.list()
+
+
+def _pooled(client):
+    """The urllib3 connection pool the sync client's transport sends through."""
+    assert client.transport._pool is not None, "a direct URL is sent over urllib3, not requests"
+    return client.transport._pool
+
+
+def test_sync_client_keeps_its_connection_and_reconnects_after_the_server_closed_it(tmp_path):
+    # The server closes a connection idle for 1 s: the next call must not fail on the dead connection.
+    access_log = tmp_path / "access.log"
+    env = {"GUNICORN_CMD_ARGS": "--keep-alive 1", "GCL_ACCESS_LOG": str(access_log)}
+    server = Server(tmp_path, workers=1, env=env).start()
+    try:
+        with gcl.Client(server.url) as client:
+            name = unique()
+            client.create(name, 2)
+            assert client.read(name).limit == 2
+            pool = _pooled(client)
+            assert pool.num_connections == 1  # both calls on one kept-alive connection
+            idle = [conn for conn in list(pool.pool.queue) if conn is not None and conn.sock is not None]
+            assert len(idle) == 1
+            # Await the server's close (EOF makes the socket readable), bounded.
+            assert select.select([idle[0].sock], [], [], 15)[0], "the server never closed the idle connection"
+            assert idle[0].sock.recv(1, socket.MSG_PEEK) == b""
+            first_port = idle[0].sock.getsockname()[1]
+            assert client.read(name).limit == 2
+            # urllib3 noticed the close at check-out and connected afresh: a new local port, no error.
+            again = [conn for conn in list(pool.pool.queue) if conn is not None and conn.sock is not None]
+            assert len(again) == 1 and again[0].sock.getsockname()[1] != first_port
+    finally:
+        server.stop()
+    lines = [line for line in access_log.read_text().splitlines() if "/v2/concurrency_limits" in line]
+    assert len(lines) == 3 and all('"gcl-python' in line for line in lines)
+
+
+def test_a_session_given_to_the_client_sends_every_request(live_server):
+    sent = []
+
+    class Counting(requests.adapters.HTTPAdapter):
+        def send(self, request, **kwargs):
+            sent.append((request.method, request.headers.get("User-Agent")))
+            return super().send(request, **kwargs)
+
+    session = requests.Session()
+    session.mount("http://", Counting())
+    name = unique()
+    with gcl.Client(live_server.url, session=session) as client:
+        client.create(name, 1)
+        with gsync.concurrency(name, client=client, strict=True) as held:
+            assert held.lease_id
+        client.delete(name)
+    assert [method for method, _ in sent] == ["POST", "POST", "POST", "DELETE"]
+    assert all(agent.startswith("gcl-python") for _, agent in sent)
+    session.close()
+
+
+def test_the_sync_transport_sends_json_and_refuses_non_finite_numbers(live_server):
+    """Over urllib3 as over requests: a JSON body with its content type; NaN refused before anything is sent."""
+    name = unique()
+    with gcl.Client(live_server.url) as client:
+        transport = client.transport
+        resp = transport.send(gbase.Request("POST", "/v2/concurrency_limits/", json={"name": name, "limit": 3}))
+        assert resp.status == 201 and resp.body["limit"] == 3
+        with pytest.raises(ValueError):
+            transport.send(gbase.Request("POST", "/v2/concurrency_limits/", json={"name": name, "limit": float("nan")}))
+        assert client.read(name).limit == 3
+        client.delete(name)
+
+
+def test_https_is_verified_against_the_ca_bundle_of_the_environment(tmp_path, monkeypatch):
+    ca = trustme.CA()
+    pem, ca_file = tmp_path / "server.pem", tmp_path / "ca.pem"
+    ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(pem))
+    ca.cert_pem.write_to_path(str(ca_file))
+    server = Server(tmp_path / "server", workers=1, tls_pem=pem).start()
+    try:
+        for variable in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+            monkeypatch.delenv(variable, raising=False)
+        with (
+            gcl.Client(server.url) as untrusted,
+            pytest.raises(gcl.GCLConnectionError, match="CERTIFICATE_VERIFY_FAILED"),
+        ):
+            untrusted.list()  # the default bundle does not know this CA
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(ca_file))
+        name = unique()
+        with gcl.Client(server.url) as client:
+            assert client.transport._pool is not None  # over urllib3
+            client.create(name, 1)
+            with gsync.concurrency(name, client=client, strict=True) as held:
+                assert held.lease_id
+            assert client.read(name).active_slots == 0
+    finally:
+        server.stop()

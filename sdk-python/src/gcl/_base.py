@@ -153,9 +153,10 @@ _ERRORS: dict[int, type[APIError]] = {
 
 
 def connection_reason(exc: BaseException) -> str:
-    """A short reason for a transport failure ("[Errno 111] Connection refused", "ReadTimeout")."""
-    match = re.search(r"\[Errno -?\d+\][^'\")]*", str(exc))
-    return match.group(0).strip() if match else type(exc).__name__
+    """A short reason for a transport failure ("[Errno 111] Connection refused", "[SSL: CERTIFICATE_VERIFY_FAILED]
+    certificate verify failed: ...", "ReadTimeout")."""
+    match = re.search(r"\[(?:Errno -?\d+|SSL: \w+)\][^'\")]*", str(exc))
+    return re.sub(r"\s*\([^)]*$", "", match.group(0)).strip() if match else type(exc).__name__
 
 
 def error_from_response(resp: Response) -> APIError:
