@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import threading
 import time
 import warnings
@@ -98,6 +99,15 @@ def _release_again(transport: SyncTransport, lease_id: str | None, own: bool) ->
 
 
 _defaults = threading.local()
+
+
+def _forget_defaults() -> None:
+    """In a forked child: its blocks make clients of their own. Sending on the parent's kept-alive connections, the
+    two processes would read each other's answers."""
+    _defaults.__dict__.pop("clients", None)
+
+
+os.register_at_fork(after_in_child=_forget_defaults)
 
 
 def default_client(config_args: tuple) -> Client:
