@@ -105,11 +105,20 @@ def _writer_pid(server):
 
 
 def _alive(pid):
+    """False once every thread of the process has exited. The main thread of a killed process turns zombie while
+    its other threads (the checkpointer) may still be exiting, and its sockets close only when the last one has."""
     try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+        tasks = os.listdir(f"/proc/{pid}/task")
     except FileNotFoundError:
         return False
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/stat") as stat:
+                if stat.read().rsplit(")", 1)[1].split()[0] != "Z":
+                    return True
+        except FileNotFoundError:
+            continue
+    return False
 
 
 def test_workers_carry_on_without_the_writer(server_factory, tmp_path):
