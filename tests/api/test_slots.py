@@ -318,3 +318,44 @@ def test_sweeper_removes_expired_leases_without_changing_counts(client, clock):
     assert slots.sweep() == 1
     assert slots.sweep() == 0
     assert read(client, "db")["active_slots"] == before == 1
+
+
+# ---------------------------------------------------------------- a grant its client never heard
+
+LOSE_THE_GRANT = {
+    "expired": lambda client, clock, lease_id: clock.advance(5.001),
+    "revoked": lambda client, clock, lease_id: client.delete(f"{BASE}/leases/{lease_id}"),
+    "reset": lambda client, clock, lease_id: client.post(f"{BASE}/db/reset"),
+}
+
+
+@pytest.mark.parametrize("how", sorted(LOSE_THE_GRANT))
+def test_a_reasked_ticket_never_returns_a_lease_that_is_no_longer_live(app, client, clock, how):
+    """The over-admission seen after a whole-server restart (limit 5, 6 holders): a waiter's grant committed, its
+    request never answered (the server died), and its lease ended before the client re-asked with its ticket.
+    The re-ask must not hand back the dead lease: its slot may be someone else's by then."""
+    import uuid
+
+    from gcl_server.errors import Locked
+    from gcl_server.services import slots
+
+    make(client, "db", 1)
+    held = lease(client, ["db"], lease_duration=60).json["lease_id"]
+    ticket = str(uuid.uuid4())
+    with app.app_context():
+        # The waiter's request queues (and would park; its server dies before it is answered) ...
+        queued = slots._acquire_tx(["db"], 1, "concurrency", 5, None, False, 30, None, ticket)
+        assert isinstance(queued, slots.Queued)
+    # ... then a release hands it the slot, committed with nobody to tell.
+    assert release(client, held).status_code == 204
+    [granted] = client.get(f"{BASE}/db/leases").json
+    with app.app_context():
+        # While that lease lives, the re-asked ticket gets it back: the grant it never heard, not a second one.
+        again = slots.acquire(["db"], 1, lease_seconds=5, wait_seconds=1, ticket=ticket)
+        assert again.lease_id == granted["lease_id"]
+        LOSE_THE_GRANT[how](client, clock, granted["lease_id"])
+        other = slots.acquire(["db"], 1, lease_seconds=60)  # the slot is free again, and taken
+        with pytest.raises(Locked):
+            slots.acquire(["db"], 1, lease_seconds=5, wait_seconds=1, ticket=ticket)
+    assert [item["lease_id"] for item in client.get(f"{BASE}/db/leases").json] == [other.lease_id]
+    assert read(client, "db")["active_slots"] == 1

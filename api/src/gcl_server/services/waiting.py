@@ -89,17 +89,28 @@ def reattach(ticket, deadline, now, owner=None):
     )
     if cursor.rowcount:
         return "waiting"
-    row = execute("SELECT granted_at, slots FROM waiter WHERE id = ?", (ticket,)).fetchone()
+    row = _waiter(ticket)
     if row is None:
         return None
-    if row[0] is not None:
-        return "granted"
+    if row[2] is not None:
+        if not _lease_lost(row, now):
+            return "granted"
+        # Its grant was committed but never heard (the server died before answering, or the connection broke),
+        # and the lease has since expired, or was revoked or reset: its slots may belong to others now. Handing
+        # it back would admit the client over the limit; the ticket queues anew instead, like a new request.
+        _forget(ticket)
+        return None
     if row[1] == 0:
         return "withdrawn"
     # Lapsed (its request and grace are over) and not swept yet: its place is lost, the ticket queues anew.
+    _forget(ticket)
+    return None
+
+
+def _forget(ticket):
     execute("DELETE FROM waiter_limit WHERE waiter_id = ?", (ticket,))
     execute("DELETE FROM waiter WHERE id = ?", (ticket,))
-    return None
+
 
 
 def hand_off(limit_ids, now, freed_at=None):
@@ -191,9 +202,18 @@ def _claim_for(waiter_id, rows, now, lease_seconds, anonymous):
 
 
 def _waiter(waiter_id):
+    """(names, slots, granted_at, lease id, token, lease expiry): the expiry is the lease's own (None once the
+    lease is gone: expired and swept, revoked, reset), so a grant is never read back without its lease."""
     return execute(
-        "SELECT names, slots, granted_at, lease_id, token, lease_expires FROM waiter WHERE id = ?", (waiter_id,)
+        "SELECT w.names, w.slots, w.granted_at, w.lease_id, w.token, l.expires FROM waiter w "
+        "LEFT JOIN lease l ON l.id = w.lease_id WHERE w.id = ?",
+        (waiter_id,),
     ).fetchone()
+
+
+def _lease_lost(row, now):
+    """A granted waiter row whose lease is no longer live (expired, revoked or reset before its client heard)."""
+    return row[3] is not None and (row[5] is None or row[5] <= now)
 
 
 def _grant_of(row, limits=None):
@@ -229,7 +249,7 @@ def _detach(waiter_id):
     if row is None:
         return None
     if row[2] is not None:
-        return _grant_of(row)
+        return None if _lease_lost(row, now) else _grant_of(row)
     execute("UPDATE waiter SET attached = ?, expires = ? WHERE id = ?", (False, now + GRACE_SECONDS, waiter_id))
     rows = engine.lock_limits(json.loads(row[0]), now)
     hand_off([r.id for r in rows if r.active], now)  # whoever queued behind may go now
@@ -319,6 +339,8 @@ def wait(queued, deadline, waker, client=None):
             if row is None or row[1] == 0:  # swept, or withdrawn by its client
                 return None
             if row[2] is not None:
+                if _lease_lost(row, now):  # revoked or reset before this request read its grant: re-ask
+                    return None
                 return _claim(waiter_id, _grant_of(row, limits), client)
             # After our own pass granted nothing, someone is ahead: wait to be woken (or re-check).
             fresh = not passed or woken
