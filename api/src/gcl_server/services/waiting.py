@@ -112,7 +112,6 @@ def _forget(ticket):
     execute("DELETE FROM waiter WHERE id = ?", (ticket,))
 
 
-
 def hand_off(limit_ids, now, freed_at=None):
     """Grant waiters queued on these limits, oldest first, while their slots fit. Call inside a transaction.
 
