@@ -1,5 +1,8 @@
 """Optional API-key auth: 401 without or with a wrong key, 403 beyond the key's scope, health always open."""
 
+import re
+import uuid
+
 import pytest
 from gcl_server import create_app
 
@@ -67,3 +70,110 @@ def test_keys_never_appear_in_logs(tmp_path, caplog):
         client.get(f"{BASE}/x", headers=bearer("wrong-s3cret"))
         client.get(f"{BASE}/x", headers=bearer("s3cret-key"))
     assert "s3cret" not in caplog.text
+
+
+# ---------------------------------------------------------------- every operation x every scope
+
+KEYS = {"read": "reader-key", "acquire": "worker-key", "admin": "admin-key"}
+CREDENTIALS = [("none", {}), ("wrong", bearer("wrong-key"))] + [(scope, bearer(key)) for scope, key in KEYS.items()]
+RANK = {"read": 0, "acquire": 1, "admin": 2}
+# Limits named like the words of the routes: a name must never borrow the scope of a route it looks like.
+ROUTE_WORDS = ["filter", "increment", "increment-with-lease", "decrement", "decrement-with-lease", "leases", "waiters"]
+BODIES = {"POST": {"name": "fresh", "limit": 2}, "PUT": {"limit": 3}, "PATCH": {"limit": 7, "name": "renamed"}}
+
+
+def operations(app):
+    """(method, rule, endpoint) for every route the app serves, read from its own URL map."""
+    for rule in app.url_map.iter_rules():
+        for method in sorted(rule.methods - {"OPTIONS"}):
+            yield method, rule, rule.endpoint
+
+
+def paths(rule):
+    """The rule's path with its variables filled: each route word as a limit name, a fresh uuid for ids."""
+    if "id_or_name" not in rule.arguments:
+        return [rule.build({name: str(uuid.uuid4()) for name in rule.arguments}, append_unknown=False)[1]]
+    return [rule.build({"id_or_name": word}, append_unknown=False)[1] for word in ROUTE_WORDS]
+
+
+def snapshot(client):
+    listed = client.post(f"{BASE}/filter", json={}, headers=bearer(KEYS["admin"]))
+    return sorted((item["name"], item["limit"], item["active"]) for item in listed.json)
+
+
+def test_every_view_declares_its_scope(secured):
+    """Closed by default is a safety net, not a policy: every operation of ours says what it needs."""
+    from gcl_server.auth import PUBLIC_BLUEPRINTS
+
+    app = secured.application
+    for method, rule, endpoint in operations(app):
+        if endpoint.partition(".")[0] in PUBLIC_BLUEPRINTS or endpoint.rpartition(".")[2] == "static":
+            continue
+        view = app.view_functions[endpoint]
+        if hasattr(view, "view_class"):
+            view = getattr(view.view_class, "get" if method == "HEAD" else method.lower())
+        assert getattr(view, "gcl_scope", None), f"{method} {rule.rule} declares no scope"
+
+
+def test_no_scope_bypass_on_any_operation(secured):
+    """For each operation and each credential: below the declared scope, 401/403 and nothing changed; at or above
+    it, never 401/403. Limit names that look like route words ('filter', 'leases', ...) included."""
+    from gcl_server.auth import PUBLIC, declared_scope
+
+    app = secured.application
+    checked = 0
+    for method, rule, endpoint in operations(app):
+        needed = declared_scope(app, endpoint, method)
+        for path in paths(rule):
+            for word in ROUTE_WORDS:  # the route-word limits exist before each operation
+                secured.put(f"{BASE}/{word}", json={"limit": 1}, headers=bearer(KEYS["admin"]))
+            for who, headers in CREDENTIALS:
+                before = snapshot(secured)
+                response = secured.open(path, method=method, json=BODIES.get(method, {}), headers=headers)
+                if needed == PUBLIC or (who in RANK and RANK[who] >= RANK[needed]):
+                    assert response.status_code not in (401, 403), (method, path, who, response.get_data())
+                    continue
+                expected = 401 if who in ("none", "wrong") else 403
+                assert response.status_code == expected, (method, path, who, needed, response.get_data())
+                assert snapshot(secured) == before, (method, path, who)
+                checked += 1
+    assert checked > 100  # the matrix really ran
+
+
+def test_the_openapi_document_declares_each_operations_key_and_errors(secured):
+    from gcl_server.auth import PUBLIC, declared_scope
+
+    app = secured.application
+    document = secured.get("/api/openapi.json").json
+    assert document["components"]["securitySchemes"]["bearer"] == {"type": "http", "scheme": "bearer"}
+    error = document["components"]["schemas"]["Error"]
+    assert {"code", "status", "message", "detail"} <= set(error["required"]) and "errors" in error["properties"]
+    documented = 0
+    for method, rule, endpoint in operations(app):
+        if method == "HEAD" or endpoint.partition(".")[0] == "api-docs":
+            continue
+        path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule)
+        if path not in document["paths"]:
+            assert not path.startswith("/api/v2/"), f"{method} {path} is missing from the OpenAPI document"
+            continue  # not an API operation (static files, the web page)
+        operation = document["paths"][path][method.lower()]
+        if declared_scope(app, endpoint, method) == PUBLIC:
+            assert "security" not in operation, (method, path)
+            continue
+        assert operation["security"] == [{"bearer": []}], (method, path)
+        assert {"401", "403"} <= set(operation["responses"]), (method, path)
+        documented += 1
+    assert documented > 15
+
+
+def test_lease_ids_are_shown_only_to_admin_keys(secured):
+    """A lease id ends its lease (decrement-with-lease): a read or acquire key must not learn another's id."""
+    secured.post(f"{BASE}/", json={"name": "db", "limit": 2}, headers=bearer("admin-key"))
+    grant = secured.post(
+        f"{BASE}/increment-with-lease", json={"names": ["db"], "slots": 1}, headers=bearer("worker-key")
+    ).json
+    for key in ("reader-key", "worker-key"):
+        [seen] = secured.get(f"{BASE}/db/leases", headers=bearer(key)).json
+        assert seen["lease_id"] is None and seen["fencing_token"] == grant["fencing_token"]
+    [seen] = secured.get(f"{BASE}/db/leases", headers=bearer("admin-key")).json
+    assert seen["lease_id"] == grant["lease_id"]

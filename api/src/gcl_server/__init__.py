@@ -5,7 +5,7 @@ from flask import Flask
 
 def create_app(config=None):
     """Build the Flask app: settings (defaults < GCL_* env < config), database, migrations, routes."""
-    from flask_smorest import Api
+    from flask_smorest import Api as SmorestApi
 
     from . import auth, errors, settings
     from .database import connection_hooks, db, migrate, open_database
@@ -35,6 +35,9 @@ def create_app(config=None):
     migrate(database)
     database.dialect.release_connection()  # PostgreSQL: don't pin a pool slot for this thread's lifetime
     connection_hooks(app)
+
+    class Api(SmorestApi):
+        ERROR_SCHEMA = errors.ErrorSchema  # the envelope every error really carries
 
     api = Api(app)
     for blueprint in (limits_blp, slots_blp, health_blp, metrics_blp):

@@ -1,53 +1,127 @@
-"""Optional API-key auth with scopes: read < acquire < admin. Keys are never logged."""
+"""API keys and the scope each view declares (read < acquire < admin, or public). Keys are never logged.
 
+Every view says what it needs with `@blp.requires(scope)` on a `Blueprint` from this module; that one declaration
+is enforced here (and by any path that bypasses Flask's routing, which asks `declared_scope`) and documented in the
+OpenAPI document (bearer security, 401 and 403). A view that declares nothing needs admin: closed by default.
+"""
+
+import hashlib
 import hmac
 
-from flask import current_app, request
+from flask import current_app, g, has_request_context, request
+from flask_smorest import Blueprint as SmorestBlueprint
 
-from .errors import envelope
+from .errors import ErrorSchema, envelope
 
-OPEN_PATHS = ("/api/health",)
-ACQUIRE_SUFFIXES = ("/increment", "/increment-with-lease", "/decrement", "/decrement-with-lease", "/renew")
+PUBLIC = "public"
 RANK = {"read": 0, "acquire": 1, "admin": 2}
+SCOPES = (PUBLIC, *RANK)
+UNDECLARED = "admin"  # a view that declares no scope is closed to all but admin keys
+PUBLIC_BLUEPRINTS = ("api-docs",)  # flask-smorest's own: the OpenAPI document and its Swagger page
 
 
-def required_scope():
-    if request.method in ("GET", "HEAD", "OPTIONS") or request.path.endswith("/concurrency_limits/filter"):
-        return "read"
-    if request.method == "POST" and request.path.endswith(ACQUIRE_SUFFIXES):
-        return "acquire"
-    if request.method == "DELETE" and "/concurrency_limits/waiters/" in request.path:
-        return "acquire"
-    return "admin"
+class Blueprint(SmorestBlueprint):
+    """flask-smorest's Blueprint with per-view scopes.
+
+    scope: the scope of every route of this blueprint that declares none itself (e.g. its static files)."""
+
+    def __init__(self, *args, scope=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        if scope is not None and scope not in SCOPES:
+            raise ValueError(f"unknown scope {scope!r}")
+        self.default_scope = scope
+
+    def requires(self, scope):
+        """Declare the scope a view method needs: enforced on every request, shown in the OpenAPI document."""
+        if scope not in SCOPES:
+            raise ValueError(f"unknown scope {scope!r}")
+
+        def decorator(fn):
+            if scope != PUBLIC:
+                fn = self.doc(security=[{"bearer": []}])(fn)
+                fn = self.alt_response(401, schema=ErrorSchema, description="No valid API key (bearer)")(fn)
+                needs = f"The API key's scope does not allow this (it needs {scope})"
+                fn = self.alt_response(403, schema=ErrorSchema, description=needs)(fn)
+            fn.gcl_scope = scope
+            return fn
+
+        return decorator
 
 
-def _scope_of(token, keys):
-    for key, scope in keys.items():
+def declared_scope(app, endpoint, method):
+    """The scope a request to this endpoint with this method needs, as its view declares it."""
+    view = app.view_functions.get(endpoint) if endpoint else None
+    if view is None:
+        return "read"  # no such route (404 / 405): any valid key may learn that, nobody without one
+    if endpoint.partition(".")[0] in PUBLIC_BLUEPRINTS or endpoint.rpartition(".")[2] == "static":
+        return PUBLIC  # the API's description and static assets (scripts, styles) are no secret
+    view_class = getattr(view, "view_class", None)
+    if view_class is not None:
+        if method == "OPTIONS":
+            return "read"  # answered by Flask itself: the allowed methods
+        view = getattr(view_class, "get" if method == "HEAD" else method.lower(), None)
+    scope = getattr(view, "gcl_scope", None)
+    if scope is None:
+        blueprint = app.blueprints.get(endpoint.rpartition(".")[0])
+        scope = getattr(blueprint, "default_scope", None)
+    return scope or UNDECLARED
+
+
+def scope_for_path(app, path, method):
+    """The declared scope of the view a path and method route to (for a layer in front of Flask's routing)."""
+    endpoint, _ = app.url_map.bind("localhost").match(path, method=method)
+    return declared_scope(app, endpoint, method)
+
+
+def _key_of(token, keys):
+    for key in keys:
         if hmac.compare_digest(token.encode(), key.encode()):
-            return scope
+            return key
     return None
+
+
+def key_of_header(authorization, keys):
+    """The API key an Authorization header carries, None when it carries no valid one."""
+    scheme, _, token = authorization.partition(" ")
+    return _key_of(token.strip(), keys) if scheme.lower() == "bearer" and token.strip() else None
 
 
 def scope_of_header(authorization, keys):
     """The scope of the API key in an Authorization header, None when it carries no valid key."""
-    scheme, _, token = authorization.partition(" ")
-    return _scope_of(token.strip(), keys) if scheme.lower() == "bearer" and token.strip() else None
+    key = key_of_header(authorization, keys)
+    return None if key is None else keys[key]
 
 
 def allows(scope, needed):
-    return RANK[scope] >= RANK[needed]
+    return needed == PUBLIC or RANK[scope] >= RANK[needed]
+
+
+def fingerprint(key):
+    """How a key is named in records and logs: never the key itself."""
+    return "key:" + hashlib.sha256(key.encode()).hexdigest()[:8]
+
+
+def actor():
+    """Who makes the current request: a key's fingerprint, or "anonymous" when the server has no keys."""
+    return getattr(g, "gcl_actor", "anonymous") if has_request_context() else None
+
+
+def scope():
+    """The scope of the current request's key (admin when the server has no keys)."""
+    return getattr(g, "gcl_scope", "admin") if has_request_context() else "admin"
 
 
 def check_api_key():
     keys = current_app.config["API_KEYS"]
-    if not keys or request.path in OPEN_PATHS:
+    needed = declared_scope(current_app, request.endpoint, request.method)
+    if not keys or needed == PUBLIC:
         return None
-    scope = scope_of_header(request.headers.get("Authorization", ""), keys)
-    if scope is None:
+    key = key_of_header(request.headers.get("Authorization", ""), keys)
+    if key is None:
         response = envelope(401, "Unauthorized", "A valid API key is required: Authorization: Bearer <key>.")
         response.headers["WWW-Authenticate"] = 'Bearer realm="gcl"'
         return response
-    needed = required_scope()
-    if not allows(scope, needed):
-        return envelope(403, "Forbidden", f"This API key's scope ({scope}) does not allow this action ({needed}).")
+    g.gcl_actor, g.gcl_scope = fingerprint(key), keys[key]
+    if not allows(keys[key], needed):
+        return envelope(403, "Forbidden", f"This API key's scope ({keys[key]}) does not allow this action ({needed}).")
     return None

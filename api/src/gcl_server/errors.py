@@ -3,6 +3,7 @@
 import logging
 
 from flask import jsonify
+from marshmallow import INCLUDE, Schema, fields
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,22 @@ class Locked(GCLError):
 
 class Unavailable(GCLError):
     status = 503
+
+
+class ErrorSchema(Schema):
+    """Every error answer, as `envelope_body` builds it (documentation only: the body is built by hand)."""
+
+    class Meta:
+        unknown = INCLUDE  # a 423 adds what its client needs next (queue_ticket)
+
+    code = fields.Integer(required=True, metadata={"description": "The HTTP status code"})
+    status = fields.String(required=True, metadata={"description": "The HTTP status name"})
+    message = fields.String(required=True, metadata={"description": "What went wrong, in one line"})
+    detail = fields.String(required=True, metadata={"description": "The message again (Prefect's clients read it)"})
+    errors = fields.Dict(metadata={"description": "Validation messages by location and field"})
+    queue_ticket = fields.String(
+        metadata={"description": "423 to a waiting request: re-issue it with this ticket to keep its place"}
+    )
 
 
 def envelope_body(code, status_name, message, errors=None, extra=None):

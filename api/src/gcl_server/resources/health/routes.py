@@ -2,9 +2,9 @@
 
 from flask import Response
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from ...auth import Blueprint
 from ...database import LATEST_VERSION, current_version, db
 from ...services.metrics import LimitsCollector
 
@@ -17,6 +17,7 @@ _registry.register(LimitsCollector())
 
 @blp.route("/health")
 class Health(MethodView):
+    @blp.requires("public")
     @blp.response(200)
     def get(self):
         """The process is up"""
@@ -25,6 +26,7 @@ class Health(MethodView):
 
 @blp.route("/ready")
 class Ready(MethodView):
+    @blp.requires("read")
     @blp.response(200)
     @blp.alt_response(503, description="Database unreachable or schema not migrated")
     def get(self):
@@ -40,6 +42,7 @@ class Ready(MethodView):
 
 @metrics_blp.route("/metrics")
 class Metrics(MethodView):
+    @metrics_blp.requires("read")
     @metrics_blp.response(200)
     def get(self):
         """Prometheus metrics, computed from the database (the same on every worker and node)"""

@@ -1,8 +1,9 @@
 """Limits CRUD, Prefect-compatible, plus declarative PUT, ETags, reset and lease listing."""
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
+from ... import auth
+from ...auth import Blueprint
 from ...services import limits as service
 from ...services import slots as engine
 from ...services import waiting
@@ -29,6 +30,7 @@ def _with_etag(limit, status=200):
 
 @blp.route("/")
 class Limits(MethodView):
+    @blp.requires("admin")
     @blp.arguments(LimitCreateSchema())
     @blp.response(201, LimitSchema, headers=ETAG_HEADER)
     @blp.alt_response(409, description="A limit with this name exists")
@@ -39,6 +41,7 @@ class Limits(MethodView):
 
 @blp.route("/filter")
 class LimitFilter(MethodView):
+    @blp.requires("read")
     @blp.arguments(LimitFilterSchema())
     @blp.response(200, LimitSchema(many=True))
     def post(self, query):
@@ -48,12 +51,14 @@ class LimitFilter(MethodView):
 
 @blp.route("/<string:id_or_name>")
 class Limit(MethodView):
+    @blp.requires("read")
     @blp.response(200, LimitSchema, headers=ETAG_HEADER)
     @blp.alt_response(404, description="No such limit")
     def get(self, id_or_name):
         """Read a limit by id or name"""
         return _with_etag(service.read(id_or_name))
 
+    @blp.requires("admin")
     @blp.arguments(IfMatchSchema(), location="headers")
     @blp.arguments(LimitUpdateSchema())
     @blp.response(204, headers=ETAG_HEADER)
@@ -64,6 +69,7 @@ class Limit(MethodView):
         limit = service.update(id_or_name, data, headers.get("if_match"))
         return None, 204, {"ETag": limit.etag}
 
+    @blp.requires("admin")
     @blp.arguments(IfMatchSchema(), location="headers")
     @blp.arguments(LimitPutSchema())
     @blp.response(200, LimitSchema, headers=ETAG_HEADER)
@@ -74,6 +80,7 @@ class Limit(MethodView):
         limit, created = service.upsert(validate_path_name(id_or_name), data, headers.get("if_match"))
         return _with_etag(limit, 201 if created else 200)
 
+    @blp.requires("admin")
     @blp.arguments(IfMatchSchema(), location="headers")
     @blp.response(204)
     @blp.alt_response(404, description="No such limit")
@@ -84,6 +91,7 @@ class Limit(MethodView):
 
 @blp.route("/<string:id_or_name>/reset")
 class LimitReset(MethodView):
+    @blp.requires("admin")
     @blp.response(200, LimitSchema, headers=ETAG_HEADER)
     def post(self, id_or_name):
         """Reset a limit: revoke its leases, clear rate-limit and denied occupancy"""
@@ -92,14 +100,19 @@ class LimitReset(MethodView):
 
 @blp.route("/<string:id_or_name>/leases")
 class LimitLeases(MethodView):
+    @blp.requires("read")
     @blp.response(200, LeaseSchema(many=True))
     def get(self, id_or_name):
-        """Live leases holding a limit, oldest first"""
-        return engine.leases_of(service.find(id_or_name).id)
+        """Live leases holding a limit, oldest first (lease ids only to admin keys: an id ends its lease)"""
+        leases = engine.leases_of(service.find(id_or_name).id)
+        if auth.scope() != "admin":
+            leases = [{**lease, "lease_id": None} for lease in leases]
+        return leases
 
 
 @blp.route("/<string:id_or_name>/waiters")
 class LimitWaiters(MethodView):
+    @blp.requires("read")
     @blp.response(200, WaiterSchema(many=True))
     def get(self, id_or_name):
         """Requests waiting on the server for a limit, first in line first"""

@@ -50,7 +50,7 @@ class LimitSchema(Schema):
 
 
 class LeaseSchema(Schema):
-    lease_id = fields.String()
+    lease_id = fields.String(allow_none=True, metadata={"description": "Shown to admin keys only (null otherwise)"})
     slots = fields.Integer()
     holder = fields.Dict()
     acquired = Timestamp()

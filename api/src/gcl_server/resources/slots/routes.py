@@ -4,8 +4,8 @@ import time
 
 from flask import current_app, request
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
+from ...auth import Blueprint
 from ...errors import Invalid
 from ...services import slots as engine
 from ...services import waiting
@@ -120,6 +120,7 @@ def decrement_with_lease(body, config, environ):
 
 @blp.route("/increment")
 class Increment(MethodView):
+    @blp.requires("acquire")
     @blp.arguments(IncrementSchema())
     @blp.response(200, MinimalLimitSchema(many=True))
     @blp.alt_response(423, description=LOCKED["description"])
@@ -130,6 +131,7 @@ class Increment(MethodView):
 
 @blp.route("/increment-with-lease")
 class IncrementWithLease(MethodView):
+    @blp.requires("acquire")
     @blp.arguments(IncrementWithLeaseSchema())
     @blp.response(200, LeaseGrantSchema)
     @blp.alt_response(423, description=LOCKED["description"])
@@ -140,6 +142,7 @@ class IncrementWithLease(MethodView):
 
 @blp.route("/decrement")
 class Decrement(MethodView):
+    @blp.requires("acquire")
     @blp.arguments(DecrementSchema())
     @blp.response(200, MinimalLimitSchema(many=True))
     def post(self, body):
@@ -150,6 +153,7 @@ class Decrement(MethodView):
 
 @blp.route("/decrement-with-lease")
 class DecrementWithLease(MethodView):
+    @blp.requires("acquire")
     @blp.arguments(DecrementWithLeaseSchema())
     @blp.response(204)
     def post(self, body):
@@ -159,6 +163,7 @@ class DecrementWithLease(MethodView):
 
 @blp.route("/leases/<uuid:lease_id>/renew")
 class Renew(MethodView):
+    @blp.requires("acquire")
     @blp.arguments(RenewSchema())
     @blp.response(204)
     @blp.alt_response(410, description="The lease expired or was revoked")
@@ -169,6 +174,7 @@ class Renew(MethodView):
 
 @blp.route("/leases/<uuid:lease_id>")
 class Lease(MethodView):
+    @blp.requires("admin")
     @blp.response(204)
     @blp.alt_response(404, description="No such lease")
     def delete(self, lease_id):
@@ -178,6 +184,7 @@ class Lease(MethodView):
 
 @blp.route("/waiters/<uuid:ticket>")
 class Waiter(MethodView):
+    @blp.requires("acquire")
     @blp.response(204)
     def delete(self, ticket):
         """Withdraw a waiting request by its queue ticket (idempotent); a grant that raced in is released"""
