@@ -2,6 +2,8 @@
 
 import datetime as dt
 import math
+import unicodedata
+import uuid
 
 from marshmallow import ValidationError, fields, validate
 
@@ -50,16 +52,43 @@ class Timestamp(fields.Field):
         return iso_timestamp(value)
 
 
+# Control, format (bidirectional overrides, zero-width), separator, surrogate, private and unassigned code points:
+# invisible or misleading in a list, a log line or a terminal.
+UNSAFE_CATEGORIES = frozenset(("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"))
+
+
+def _is_uuid(value):
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
 def check_name(value):
     banned = sorted({c for c in value if c in BANNED_NAME_CHARACTERS})
     if banned:
         raise ValidationError(f"Name must not contain any of / % & > < (found {' '.join(banned)}).")
     if value.strip() != value or not value.strip():
         raise ValidationError("Name must not be blank or start or end with white space.")
+    unsafe = sorted({f"U+{ord(c):04X}" for c in value if unicodedata.category(c) in UNSAFE_CATEGORIES})
+    if unsafe:
+        raise ValidationError(f"Name must not contain control or invisible characters (found {' '.join(unsafe)}).")
+    if value in (".", ".."):
+        raise ValidationError("Name must not be . or .. (HTTP clients rewrite them out of a URL).")
+    if _is_uuid(value):
+        raise ValidationError("Name must not be a UUID: a path segment that parses as one is read as a limit's id.")
+
+
+NAME_RULES = (
+    "1-255 characters; none of / % & > <; no control or invisible characters (Unicode Cc, Cf, Cs, Co, Cn, Zl, Zp); "
+    "no white space at either end; not . or ..; not a UUID (a path segment that parses as one is read as an id)."
+)
 
 
 def name_field(**kwargs):
-    return Str(validate=[validate.Length(min=1, max=255), check_name], **kwargs)
+    metadata = {"description": NAME_RULES, **kwargs.pop("metadata", {})}
+    return Str(validate=[validate.Length(min=1, max=255), check_name], metadata=metadata, **kwargs)
 
 
 def slots_limit_field(**kwargs):
