@@ -15,10 +15,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from tests.bench import plot, report
+from tests.bench.ablation import ablation
 from tests.bench.harness import Backends, cpu_share, loadavg, machine
 from tests.bench.scenarios import SCENARIOS, Context
 
 RESULTS = Path(__file__).resolve().parent / "results"
+SCENARIOS = {**SCENARIOS, "ablation": ablation}  # SQLite only: the writer it switches off exists there only
 # PostgreSQL runs the same scenarios but for the 10 000-limit scale test (SQLite is the targeted default).
 PG_SCENARIOS = ("uncontended", "contended", "mixed", "rate", "waiters")
 

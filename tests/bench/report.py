@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from tests.bench.ablation import table as ablation_table
+
 
 def _fmt(v):
     if v is None:
@@ -301,6 +303,8 @@ def _details(name, res):
             f"{res['acquire_release_p50_ms_many_limits']} ms beside {res['limits']} "
             f"({res['acquire_cost_increase']:+.1%}).",
         ]
+    if name == "ablation":
+        return ablation_table(res)
     if name == "waiters":
         keys = ["mode", "served", "total_s", "grants_per_s", "wait_p50_ms", "wait_p99_ms", "max_wait_ms"]
         keys += ["max_concurrency", "longest_grant_gap_ms", "requests_per_grant", "status_5xx", "client_errors"]
