@@ -39,13 +39,24 @@ class Blueprint(SmorestBlueprint):
         def decorator(fn):
             if scope != PUBLIC:
                 fn = self.doc(security=[{"bearer": []}])(fn)
-                fn = self.alt_response(401, schema=ErrorSchema, description="No valid API key (bearer)")(fn)
-                needs = f"The API key's scope does not allow this (it needs {scope})"
-                fn = self.alt_response(403, schema=ErrorSchema, description=needs)(fn)
+                fn = self._error(fn, 401, "No valid API key (bearer)")
+                fn = self._error(fn, 403, f"The API key's scope does not allow this (it needs {scope})")
+                fn = self._error(fn, 503, "The database is busy or unreachable: try again after Retry-After")
+            parameters = getattr(fn, "_apidoc", {}).get("arguments", {}).get("parameters", [])
+            if any(parameter["in"] == "json" for parameter in parameters):
+                fn = self._error(fn, 400, "The body is not JSON")
+                fn = self._error(fn, 413, "The body is too large")
             fn.gcl_scope = scope
             return fn
 
         return decorator
+
+    def _error(self, fn, status, description):
+        """Document an error answer (in the one envelope) unless the view documents that status itself."""
+        documented = getattr(fn, "_apidoc", {}).get("response", {}).get("responses", {})
+        if status in documented:
+            return fn
+        return self.alt_response(status, schema=ErrorSchema, description=description)(fn)
 
 
 def declared_scope(app, endpoint, method):

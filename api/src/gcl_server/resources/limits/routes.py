@@ -2,13 +2,15 @@
 
 from flask.views import MethodView
 
-from ... import auth
+from ... import activity, auth
 from ...auth import Blueprint
 from ...services import limits as service
 from ...services import slots as engine
 from ...services import waiting
 from ..fields import validate_path_name
 from .schemas import (
+    ActivityQuerySchema,
+    ActivitySchema,
     IfMatchSchema,
     LeaseSchema,
     LimitCreateSchema,
@@ -36,7 +38,7 @@ class Limits(MethodView):
     @blp.alt_response(409, description="A limit with this name exists")
     def post(self, data):
         """Create a limit"""
-        return _with_etag(service.create(data), 201)
+        return _with_etag(service.create(data, actor=auth.actor()), 201)
 
 
 @blp.route("/filter")
@@ -62,11 +64,12 @@ class Limit(MethodView):
     @blp.arguments(IfMatchSchema(), location="headers")
     @blp.arguments(LimitUpdateSchema())
     @blp.response(204, headers=ETAG_HEADER)
+    @blp.alt_response(404, description="No such limit")
     @blp.alt_response(409, description="Rename onto an existing name")
     @blp.alt_response(412, description="If-Match does not match")
     def patch(self, headers, data, id_or_name):
         """Update some fields of a limit; `active_slots: 0` resets it"""
-        limit = service.update(id_or_name, data, headers.get("if_match"))
+        limit = service.update(id_or_name, data, headers.get("if_match"), actor=auth.actor())
         return None, 204, {"ETag": limit.etag}
 
     @blp.requires("admin")
@@ -77,31 +80,35 @@ class Limit(MethodView):
     @blp.alt_response(412, description="If-Match does not match")
     def put(self, headers, data, id_or_name):
         """Create or replace a limit by name (idempotent)"""
-        limit, created = service.upsert(validate_path_name(id_or_name), data, headers.get("if_match"))
+        name = validate_path_name(id_or_name)
+        limit, created = service.upsert(name, data, headers.get("if_match"), actor=auth.actor())
         return _with_etag(limit, 201 if created else 200)
 
     @blp.requires("admin")
     @blp.arguments(IfMatchSchema(), location="headers")
     @blp.response(204)
     @blp.alt_response(404, description="No such limit")
+    @blp.alt_response(412, description="If-Match does not match")
     def delete(self, headers, id_or_name):
         """Delete a limit (its leases are revoked)"""
-        service.delete(id_or_name, headers.get("if_match"))
+        service.delete(id_or_name, headers.get("if_match"), actor=auth.actor())
 
 
 @blp.route("/<string:id_or_name>/reset")
 class LimitReset(MethodView):
     @blp.requires("admin")
     @blp.response(200, LimitSchema, headers=ETAG_HEADER)
+    @blp.alt_response(404, description="No such limit")
     def post(self, id_or_name):
         """Reset a limit: revoke its leases, clear rate-limit and denied occupancy"""
-        return _with_etag(service.reset(id_or_name))
+        return _with_etag(service.reset(id_or_name, actor=auth.actor()))
 
 
 @blp.route("/<string:id_or_name>/leases")
 class LimitLeases(MethodView):
     @blp.requires("read")
     @blp.response(200, LeaseSchema(many=True))
+    @blp.alt_response(404, description="No such limit")
     def get(self, id_or_name):
         """Live leases holding a limit, oldest first (lease ids only to admin keys: an id ends its lease)"""
         leases = engine.leases_of(service.find(id_or_name).id)
@@ -114,6 +121,19 @@ class LimitLeases(MethodView):
 class LimitWaiters(MethodView):
     @blp.requires("read")
     @blp.response(200, WaiterSchema(many=True))
+    @blp.alt_response(404, description="No such limit")
     def get(self, id_or_name):
         """Requests waiting on the server for a limit, first in line first"""
         return waiting.queue_of(service.find(id_or_name).id)
+
+
+@blp.route("/<string:id_or_name>/activity")
+class LimitActivity(MethodView):
+    @blp.requires("read")
+    @blp.arguments(ActivityQuerySchema(), location="query")
+    @blp.response(200, ActivitySchema(many=True))
+    @blp.alt_response(404, description="No such limit")
+    def get(self, query, id_or_name):
+        """What happened to a limit and its leases, newest first; page on with `before` = the last id seen"""
+        limit_id = service.find(id_or_name).id
+        return activity.history(limit_id, before_id=query.get("before"), limit=query["limit"])
