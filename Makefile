@@ -8,8 +8,15 @@ PY_DIRS := api tests $(wildcard sdk-python) examples
 HAS_PROVIDER := $(wildcard terraform-provider/GNUmakefile)
 PG_INITDB := $(firstword $(wildcard /usr/lib/postgresql/*/bin/initdb))
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+# Deploy checks (tests/ops): pinned builds from the Go module proxy, kept per version in .tools/bin.
+TOOLS_BIN := .tools/bin
+HELM_VERSION := v3.22.0
+KUBECONFORM_VERSION := v0.8.0
+HELM := $(TOOLS_BIN)/helm-$(HELM_VERSION)
+KUBECONFORM := $(TOOLS_BIN)/kubeconform-$(KUBECONFORM_VERSION)
+K8S_SCHEMAS := .tools/k8s-schemas/.written
 
-.PHONY: run install postgres test lint fmt openapi openapi-check test-py test-pg test-go provider e2e bench clean
+.PHONY: run install postgres ops-tools test lint fmt openapi openapi-check test-py test-pg test-go provider e2e bench clean
 
 $(STAMP):
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +30,22 @@ install: $(STAMP)
 postgres:
 	@test -n "$(PG_INITDB)" || { $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends postgresql; }
+
+## helm + kubeconform (go install, pinned) and standalone Kubernetes schemas from the kubernetes-validate wheel.
+ops-tools: $(HELM) $(KUBECONFORM) $(K8S_SCHEMAS)
+
+$(HELM):
+	mkdir -p $(TOOLS_BIN) && rm -f $(TOOLS_BIN)/helm
+	GOBIN=$(abspath $(TOOLS_BIN)) go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+	mv -f $(TOOLS_BIN)/helm $@ && ln -s helm-$(HELM_VERSION) $(TOOLS_BIN)/helm
+
+$(KUBECONFORM):
+	mkdir -p $(TOOLS_BIN) && rm -f $(TOOLS_BIN)/kubeconform
+	GOBIN=$(abspath $(TOOLS_BIN)) go install github.com/yannh/kubeconform/cmd/kubeconform@$(KUBECONFORM_VERSION)
+	mv -f $(TOOLS_BIN)/kubeconform $@ && ln -s kubeconform-$(KUBECONFORM_VERSION) $(TOOLS_BIN)/kubeconform
+
+$(K8S_SCHEMAS): $(STAMP) tests/ops/k8s_schemas.py
+	$(BIN)/python -m tests.ops.k8s_schemas .tools/k8s-schemas && touch $@
 
 ## Start the control plane on 127.0.0.1:4280 (SQLite file under ./data; see README for GCL_* overrides).
 run: $(STAMP)
@@ -46,7 +69,7 @@ openapi: $(STAMP)
 openapi-check: $(STAMP)
 	$(BIN)/gcl-server openapi --check api/openapi.json
 
-test-py: $(STAMP) postgres
+test-py: $(STAMP) postgres ops-tools
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 ## The API and engine suites again, on a throwaway PostgreSQL (started and stopped by the tests).

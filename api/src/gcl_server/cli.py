@@ -54,11 +54,15 @@ def cmd_openapi(args):
 
 def cmd_serve(args):
     conf = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gunicorn_conf.py")
-    os.execvp("gunicorn", ["gunicorn", "-c", conf])
+    # This interpreter's gunicorn, not whichever is first on PATH (or none: a venv used without activating it).
+    os.execv(sys.executable, [sys.executable, "-m", "gunicorn", "-c", conf])
 
 
 def main(argv=None):
+    from .version import VERSION
+
     parser = argparse.ArgumentParser(prog="gcl-server", description="GCL control plane")
+    parser.add_argument("--version", action="version", version=f"gcl-server {VERSION}")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("migrate", help="apply pending schema migrations to DATABASE_URL").set_defaults(fn=cmd_migrate)
     openapi = sub.add_parser("openapi", help="print, write or check the OpenAPI document")

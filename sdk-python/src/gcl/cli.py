@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from importlib.metadata import version
 from typing import Any, NoReturn
 
 from gcl._crud import Lease, Limit
@@ -108,6 +109,7 @@ def _run(args: argparse.Namespace, client: Client) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="gcl", description="Manage GCL global concurrency and rate limits.")
+    parser.add_argument("--version", action="version", version=f"gcl {version('gcl')}")
     parser.add_argument("--api-url", help="control plane URL (env GCL_API_URL; default http://127.0.0.1:4280/api)")
     parser.add_argument("--api-key", help="API key (env GCL_API_KEY)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
