@@ -16,7 +16,7 @@ HELM := $(TOOLS_BIN)/helm-$(HELM_VERSION)
 KUBECONFORM := $(TOOLS_BIN)/kubeconform-$(KUBECONFORM_VERSION)
 K8S_SCHEMAS := .tools/k8s-schemas/.written
 
-.PHONY: run install postgres ops-tools test lint fmt openapi openapi-check test-py test-pg test-go provider e2e bench clean
+.PHONY: run install postgres chromium ops-tools test lint fmt openapi openapi-check test-py test-pg test-go provider e2e bench clean
 
 $(STAMP):
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ install: $(STAMP)
 postgres:
 	@test -n "$(PG_INITDB)" || { $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends postgresql; }
+
+## Headless Chromium and its WebDriver from Debian's packages for the browser tests (tests/ui); Debian/Ubuntu.
+chromium:
+	@test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || { $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium chromium-driver; }
 
 ## helm + kubeconform (go install, pinned) and standalone Kubernetes schemas from the kubernetes-validate wheel.
 ops-tools: $(HELM) $(KUBECONFORM) $(K8S_SCHEMAS)
@@ -69,7 +74,7 @@ openapi: $(STAMP)
 openapi-check: $(STAMP)
 	$(BIN)/gcl-server openapi --check api/openapi.json
 
-test-py: $(STAMP) postgres ops-tools
+test-py: $(STAMP) postgres chromium ops-tools
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 ## The API and engine suites again, on a throwaway PostgreSQL (started and stopped by the tests).

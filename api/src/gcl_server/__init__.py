@@ -7,7 +7,7 @@ def create_app(config=None):
     """Build the Flask app: settings (defaults < GCL_* env < config), database, migrations, routes."""
     from flask_smorest import Api as SmorestApi
 
-    from . import auth, errors, settings
+    from . import auth, errors, settings, ui
     from .database import connection_hooks, db, migrate, open_database
     from .resources.health.routes import blp as health_blp
     from .resources.health.routes import metrics_blp
@@ -23,8 +23,6 @@ def create_app(config=None):
         OPENAPI_VERSION="3.0.3",
         OPENAPI_URL_PREFIX="/api",
         OPENAPI_JSON_PATH="openapi.json",
-        OPENAPI_SWAGGER_UI_PATH="/docs",
-        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
         API_SPEC_OPTIONS={
             "info": {"description": "Global concurrency limits and rate limits (Prefect-compatible API)."},
             "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
@@ -42,6 +40,7 @@ def create_app(config=None):
     api = Api(app)
     for blueprint in (limits_blp, slots_blp, health_blp, metrics_blp):
         api.register_blueprint(blueprint)
+    ui.register(app, api)  # the Concurrency page at / and /ui/..., Swagger UI (vendored, pinned) at /api/docs
     errors.register(app)
     app.before_request(auth.check_api_key)
     if app.config["FAST_PATH"]:

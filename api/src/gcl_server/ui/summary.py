@@ -1,0 +1,101 @@
+"""Read-only figures for the web UI: one page of limits, or one limit with its leases and queue, in a few queries."""
+
+import time
+
+import peewee
+
+from ..database import execute
+from ..models import ConcurrencyLimit
+from ..services import limits as limits_service
+from ..services import slots as engine
+from ..services import waiting
+
+# Sorts the database can do on the page alone; the others need every matching limit's live figures.
+SQL_SORTS = {"name": ConcurrencyLimit.name, "limit": ConcurrencyLimit.limit, "updated": ConcurrencyLimit.updated}
+LIVE_SORTS = ("occupancy", "fill", "queued")
+SORTS = (*SQL_SORTS, *LIVE_SORTS)
+
+
+def _marks(values):
+    return ", ".join("?" for _ in values)
+
+
+def queued_counts(ids, now):
+    """Waiting requests and the slots they ask for, per limit id."""
+    if not ids:
+        return {}
+    rows = execute(
+        "SELECT wl.limit_id, COUNT(*), SUM(w.slots) FROM waiter_limit wl JOIN waiter w ON w.id = wl.waiter_id "
+        f"WHERE wl.limit_id IN ({_marks(ids)}) AND w.granted_at IS NULL AND w.expires > ? GROUP BY wl.limit_id",
+        (*ids, now),
+    ).fetchall()
+    return {r[0]: (int(r[1]), int(r[2] or 0)) for r in rows}
+
+
+def _row(limit, queued):
+    waiting_requests, waiting_slots = queued.get(limit.id, (0, 0))
+    return {
+        "id": limit.id,
+        "name": limit.name,
+        "limit": limit.limit,
+        "active": bool(limit.active),
+        "slot_decay_per_second": limit.slot_decay_per_second,
+        "occupancy": limit.runtime["occupancy"],
+        "active_slots": limit.runtime["active_slots"],
+        "denied_slots": limit.runtime["denied_slots"],
+        "queued": waiting_requests,
+        "queued_slots": waiting_slots,
+        "updated": limit.updated,
+    }
+
+
+def _live_key(sort):
+    if sort == "occupancy":
+        return lambda row: row["occupancy"]
+    if sort == "fill":
+        return lambda row: row["occupancy"] / row["limit"] if row["limit"] else float(row["occupancy"] > 0)
+    return lambda row: row["queued"]
+
+
+def page(q="", sort="name", descending=False, offset=0, limit=50, now=None):
+    """One page of limits whose name contains q (case-insensitive), sorted, with live figures and the total."""
+    now = time.time() if now is None else now
+    query = ConcurrencyLimit.select()
+    if q:
+        query = query.where(peewee.fn.LOWER(ConcurrencyLimit.name).contains(q.lower()))
+    total = query.count()
+    if sort in SQL_SORTS:
+        column = SQL_SORTS[sort]
+        query = query.order_by(column.desc() if descending else column.asc(), ConcurrencyLimit.name)
+        chosen = limits_service.with_runtime(list(query.offset(offset).limit(limit)), now)
+        queued = queued_counts([c.id for c in chosen], now)
+        items = [_row(c, queued) for c in chosen]
+    else:
+        # Live figures of every match (two grouped queries), then the page: cost grows with the matches.
+        everything = limits_service.with_runtime(list(query.order_by(ConcurrencyLimit.name)), now)
+        queued = queued_counts([c.id for c in everything], now) if sort == "queued" else {}
+        rows = sorted((_row(c, queued) for c in everything), key=_live_key(sort), reverse=descending)
+        items = rows[offset : offset + limit]
+        if sort != "queued":
+            page_queued = queued_counts([row["id"] for row in items], now)
+            for row in items:
+                row["queued"], row["queued_slots"] = page_queued.get(row["id"], (0, 0))
+    return {"now": now, "total": total, "offset": offset, "items": items}
+
+
+def detail(id_or_name, with_lease_ids, now=None):
+    """One limit with its live leases (oldest first) and its waiting queue (first in line first)."""
+    limit = limits_service.read(id_or_name)
+    now = time.time() if now is None else now
+    queued = queued_counts([limit.id], now)
+    row = _row(limit, queued)
+    row.update(
+        created=limit.created,
+        etag=limit.etag,
+        avg_slot_occupancy_seconds=limit.avg_slot_occupancy_seconds,
+    )
+    leases = engine.leases_of(limit.id)
+    if not with_lease_ids:  # a lease id is a capability: shown to admin keys only
+        for lease in leases:
+            lease["lease_id"] = None
+    return {"now": now, "limit": row, "leases": leases, "waiters": waiting.queue_of(limit.id)}
