@@ -6,6 +6,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat api/pyproject.toml sdk-python/pyproject.toml requirements-dev.txt 2>/dev/null | sha1sum | cut -c1-12)
 PY_DIRS := api tests $(wildcard sdk-python) examples
 HAS_PROVIDER := $(wildcard terraform-provider/GNUmakefile)
+# Prefect's real SDK and CLI (pinned) for the compatibility suite, in a virtualenv of their own.
+PREFECT_VENV ?= .venv-prefect
+PREFECT_STAMP := $(PREFECT_VENV)/.installed-$(shell sha1sum tests/prefect/requirements.txt | cut -c1-12)
 PG_INITDB := $(firstword $(wildcard /usr/lib/postgresql/*/bin/initdb))
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 # Deploy checks (tests/ops): pinned builds from the Go module proxy, kept per version in .tools/bin.
@@ -16,7 +19,7 @@ HELM := $(TOOLS_BIN)/helm-$(HELM_VERSION)
 KUBECONFORM := $(TOOLS_BIN)/kubeconform-$(KUBECONFORM_VERSION)
 K8S_SCHEMAS := .tools/k8s-schemas/.written
 
-.PHONY: run install postgres chromium ops-tools test lint fmt openapi openapi-check test-py test-pg test-go provider e2e bench clean
+.PHONY: run install postgres chromium ops-tools test lint fmt openapi openapi-check test-py test-pg test-go test-prefect test-side provider e2e bench clean
 
 $(STAMP):
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +28,12 @@ $(STAMP):
 	@rm -f $(VENV)/.installed-* && touch $@
 
 install: $(STAMP)
+
+$(PREFECT_STAMP): tests/prefect/requirements.txt
+	@test -x $(PREFECT_VENV)/bin/python || $(PYTHON) -m venv $(PREFECT_VENV)
+	$(PREFECT_VENV)/bin/python -m pip install -q --upgrade pip
+	$(PREFECT_VENV)/bin/python -m pip install -q -r tests/prefect/requirements.txt
+	@rm -f $(PREFECT_VENV)/.installed-* && touch $@
 
 ## PostgreSQL server binaries for the tests (tests/pg.py runs a throwaway cluster from them); Debian/Ubuntu.
 postgres:
@@ -58,7 +67,7 @@ run: $(STAMP)
 	exec $(BIN)/gunicorn -c api/gunicorn.conf.py
 
 ## Lint, check generated artefacts, run every test suite that exists.
-test: $(STAMP) lint openapi-check $(if $(HAS_PROVIDER),provider) test-py test-pg $(if $(HAS_PROVIDER),test-go)
+test: $(STAMP) lint openapi-check $(if $(HAS_PROVIDER),provider) test-py test-pg test-side
 
 lint: $(STAMP)
 	$(BIN)/ruff check $(PY_DIRS)
@@ -75,7 +84,7 @@ openapi-check: $(STAMP)
 	$(BIN)/gcl-server openapi --check api/openapi.json
 
 test-py: $(STAMP) postgres chromium ops-tools
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest --ignore=tests/prefect $(PYTEST_ARGS)
 
 ## The API and engine suites again, on a throwaway PostgreSQL (started and stopped by the tests).
 test-pg: $(STAMP) postgres
@@ -83,6 +92,14 @@ test-pg: $(STAMP) postgres
 
 test-go: $(STAMP)
 	$(MAKE) -C terraform-provider test
+
+## Prefect's own SDK and CLI (real package, pinned) against a real server; budget: 120 s a test (pytest-timeout).
+test-prefect: $(STAMP) $(PREFECT_STAMP)
+	GCL_PREFECT_VENV=$(PREFECT_VENV) $(BIN)/pytest tests/prefect $(PYTEST_ARGS)
+
+## Suites that share nothing (own servers on free ports, own tools) run side by side: `make test` waits for both.
+test-side: $(STAMP) $(PREFECT_STAMP)
+	$(MAKE) --no-print-directory -j2 --output-sync=target test-prefect $(if $(HAS_PROVIDER),test-go)
 
 ## Build the Terraform provider into the local filesystem mirror (and the offline terraform CLI).
 provider: $(STAMP)

@@ -12,6 +12,7 @@ def create_app(config=None):
     from .resources.health.routes import blp as health_blp
     from .resources.health.routes import metrics_blp
     from .resources.limits.routes import blp as limits_blp
+    from .resources.prefect.routes import blp as prefect_blp
     from .resources.slots.routes import blp as slots_blp
     from .services.sweeper import Sweeper
 
@@ -38,7 +39,7 @@ def create_app(config=None):
         ERROR_SCHEMA = errors.ErrorSchema  # the envelope every error really carries
 
     api = Api(app)
-    for blueprint in (limits_blp, slots_blp, health_blp, metrics_blp):
+    for blueprint in (limits_blp, slots_blp, health_blp, metrics_blp, prefect_blp):
         api.register_blueprint(blueprint)
     ui.register(app, api)  # the Concurrency page at / and /ui/..., Swagger UI (vendored, pinned) at /api/docs
     errors.register(app)

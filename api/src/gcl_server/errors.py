@@ -72,8 +72,23 @@ def envelope_body(code, status_name, message, errors=None, extra=None):
     body = {"code": code, "status": status_name, "message": message, "detail": message}
     if errors:
         body["errors"] = errors
+    if code == 422:  # Prefect's CLI reads a Prefect server's validation answer: exception_detail[0]["msg"]
+        body["exception_message"] = "Invalid request received."
+        body["exception_detail"] = _prefect_detail(errors) or [{"loc": [], "msg": message, "type": "value_error"}]
     body.update(extra or {})
     return body
+
+
+def _prefect_detail(errors, path=()):
+    """Validation messages as Prefect (pydantic) lists them: [{"loc": [...], "msg": ..., "type": ...}]."""
+    if isinstance(errors, dict):
+        return [item for key, value in errors.items() for item in _prefect_detail(value, (*path, str(key)))]
+    if isinstance(errors, list) and errors and all(isinstance(item, str) for item in errors):
+        loc = ["body" if part == "json" else part for part in path]
+        return [{"loc": loc, "msg": item, "type": "value_error"} for item in errors]
+    if isinstance(errors, list):
+        return [item for value in errors for item in _prefect_detail(value, path)]
+    return []
 
 
 def retry_after_header(seconds):

@@ -102,7 +102,7 @@ def create(data):
         slot_decay_per_second=data.get("slot_decay_per_second", 0.0),
         decay_occupancy=0.0,
         decay_updated=now,
-        denied=0.0,
+        denied=float(data.get("denied_slots", 0)),  # Prefect's create may seed it; active_slots never (no holder)
         denied_updated=now,
         avg_slot_occupancy_seconds=2.0,
         created=now,
@@ -141,18 +141,40 @@ def _materialise_denied(limit, now):
     limit.denied_updated = now
 
 
+RUNTIME = ("active_slots", "denied_slots")
+
+
+def runtime_write(data):
+    """The rule for runtime counters in a PATCH: returns (whether it resets the limit, the fields to apply).
+
+    A body that sets any managed field is a declarative write (the official Terraform provider PATCHes all of
+    name, limit, active, slot_decay_per_second and active_slots on every apply): its runtime counters are ignored, so
+    it never ends a live lease. A body of runtime counters alone is an operator's action: `active_slots: 0` is
+    Prefect's reset (its UI sends exactly {"active_slots": 0}) and revokes the limit's leases; `denied_slots: n`
+    sets the denied counter. Other active_slots values cannot be honoured (slots are held by leases only): 422."""
+    if any(field in data for field in MANAGED):
+        return False, {key: value for key, value in data.items() if key not in RUNTIME}
+    if "active_slots" not in data:
+        return False, data
+    if data["active_slots"] != 0:
+        raise Invalid(
+            "active_slots can only be set to 0 (a reset, which revokes the limit's leases): "
+            "held slots are counted from live leases."
+        )
+    return True, data
+
+
 @transactional
 def update(id_or_name, data, if_match=None):
     limit = find(id_or_name, lock=True)
     _check_if_match(limit, if_match)
-    if "active_slots" in data:
-        if data["active_slots"] != 0:
-            raise Invalid("active_slots can only be set to 0, which resets the limit.")
+    reset, data = runtime_write(data)
+    if reset:
         _reset(limit)
     if "name" in data:
         _ensure_name_free(data["name"], except_id=limit.id)
     now = time.time()
-    if _apply(limit, data, now) or "active_slots" in data:
+    if _apply(limit, data, now) or reset:
         try:
             limit.save()
         except peewee.IntegrityError as exc:  # PostgreSQL: a create or rename on another node took the name first

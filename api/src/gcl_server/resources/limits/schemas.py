@@ -10,6 +10,12 @@ class LimitCreateSchema(Schema):
     limit = slots_limit_field(required=True)
     active = Bool()
     slot_decay_per_second = decay_field()
+    # Prefect's create body carries both (its CLI and the official Terraform provider send active_slots: 0).
+    active_slots = Int(
+        validate=validate.Range(min=0, max=2**31 - 1),
+        metadata={"description": "Accepted for Prefect's clients and ignored: a new limit has no holders."},
+    )
+    denied_slots = Int(validate=validate.Range(min=0, max=2**31 - 1), metadata={"description": "Default 0."})
 
 
 class LimitUpdateSchema(Schema):
@@ -17,8 +23,17 @@ class LimitUpdateSchema(Schema):
     limit = slots_limit_field()
     active = Bool()
     slot_decay_per_second = decay_field()
-    active_slots = Int(metadata={"description": "Only 0: resets the limit (revokes its leases)."})
-    denied_slots = Int(validate=validate.Range(min=0, max=2**31 - 1))
+    active_slots = Int(
+        validate=validate.Range(min=0, max=2**31 - 1),
+        metadata={
+            "description": "Ignored when the body sets any managed field (a declarative write never ends a lease); "
+            "alone, only 0: Prefect's reset, which revokes the limit's leases."
+        },
+    )
+    denied_slots = Int(
+        validate=validate.Range(min=0, max=2**31 - 1),
+        metadata={"description": "Ignored when the body sets any managed field."},
+    )
 
 
 class LimitPutSchema(Schema):

@@ -1,0 +1,87 @@
+"""The events socket's protocol, as a Prefect server speaks it to Prefect's SDK, and what is kept of its events."""
+
+import json
+
+from marshmallow import ValidationError
+from simple_websocket import ConnectionClosed
+
+from ...services import external_events
+from .schemas import LIMIT_EVENTS, LIMIT_RESOURCE_PREFIX, EventSchema
+
+MAX_MESSAGE_BYTES = 256 * 1024
+IDLE_SECONDS = 60.0  # an idle socket is closed (Prefect's client reconnects on its next event, unnoticed)
+POLICY_VIOLATION, INVALID_PAYLOAD = 1008, 1007
+_events = EventSchema()
+
+
+class BadMessage(Exception):
+    def __init__(self, code, reason):
+        super().__init__(reason)
+        self.code, self.reason = code, reason
+
+
+def serve(ws, actor):
+    """Run one socket until its client closes it, it idles, or it sends something that is not Prefect's protocol."""
+    try:
+        if ws.subprotocol == "prefect":
+            _handshake(ws)
+        while (message := ws.receive(timeout=IDLE_SECONDS)) is not None:
+            kept = _limit_event(_parse(message))
+            if kept is not None:
+                external_events.record([kept], actor)
+    except BadMessage as exc:
+        ws.close(exc.code, exc.reason)
+    except ConnectionClosed:
+        pass
+
+
+def _handshake(ws):
+    """Prefect's clients authenticate in-band first; the upgrade request itself was already let in by its key."""
+    first = _json(ws.receive(timeout=IDLE_SECONDS))
+    if not isinstance(first, dict) or first.get("type") != "auth":
+        raise BadMessage(POLICY_VIOLATION, "Expected 'auth' message")
+    ws.send(json.dumps({"type": "auth_success"}))
+
+
+def _json(message):
+    if message is None:
+        raise ConnectionClosed()
+    try:
+        return json.loads(message)
+    except (ValueError, TypeError) as exc:
+        raise BadMessage(INVALID_PAYLOAD, "Each message must be one JSON event.") from exc
+
+
+def _parse(message):
+    try:
+        return _events.load(_json(message))
+    except ValidationError as exc:
+        raise BadMessage(INVALID_PAYLOAD, f"Not a Prefect event: {_first(exc.messages)}") from exc
+
+
+def _first(messages):
+    key, value = next(iter(messages.items())) if isinstance(messages, dict) else (None, messages)
+    while isinstance(value, (dict, list)) and value:
+        value = next(iter(value.values())) if isinstance(value, dict) else value[0]
+    return f"{key}: {value}"[:120] if key is not None else str(value)[:120]
+
+
+def _limit_event(event):
+    """What is kept of a concurrency-limit event ({limit_id, slots, detail}); None for any other event."""
+    resource = event["resource"]
+    if event["event"] not in LIMIT_EVENTS or not resource["resource_id"].startswith(LIMIT_RESOURCE_PREFIX):
+        return None  # a Prefect server takes every event; GCL keeps only those about its limits
+    detail = {
+        "event": event["event"],
+        "id": str(event["id"]),
+        "occurred": event["occurred"],
+        "follows": str(event["follows"]) if event["follows"] else None,
+        "related": [item["resource_id"] for item in event["related"]],
+        "source": "prefect",
+    }
+    slots = resource.get("slots")
+    return {
+        "limit_id": resource["resource_id"][len(LIMIT_RESOURCE_PREFIX) :],
+        "slots": int(slots) if slots is not None else None,
+        "detail": detail,
+    }
