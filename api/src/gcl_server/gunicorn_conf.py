@@ -2,17 +2,24 @@
 
 import os
 
+from gcl_server.telemetry import logs as _logs
+from gcl_server.telemetry import multiproc as _multiproc
+
 bind = f"{os.environ.get('GCL_HOST', '127.0.0.1')}:{os.environ.get('GCL_PORT', '4280')}"
 workers = int(os.environ.get("GCL_WORKERS", "2"))
 # gthread (server-side waiting parks a request on a thread, not a whole process), with kept-alive connections
 # served by the thread that answered them (gcl_server/worker.py).
-worker_class = "gcl_server.worker.KeepAliveThreadWorker"
+# gcl_server/connections.py wraps it: threads only see requests that arrived whole (GCL_HEAD_TIMEOUT_SECONDS).
+worker_class = "gcl_server.connections.GuardedWorker"
 threads = int(os.environ.get("GCL_THREADS", "256"))
+worker_connections = int(os.environ.get("GCL_MAX_CONNECTIONS", "4096"))  # per worker; beyond: 503 + Retry-After
 timeout = 60
 graceful_timeout = 10
-keepalive = 30
+keepalive = int(os.environ.get("GCL_KEEPALIVE_SECONDS", "30"))  # an idle kept-alive connection closes after this
 accesslog = os.environ.get("GCL_ACCESS_LOG") or None
+access_log_format = _logs.ACCESS_LOG_FORMAT  # without the Basic user name, which may be a key
 loglevel = os.environ.get("GCL_LOG_LEVEL", "info")
+_JSON_LOGS = os.environ.get("GCL_LOG_FORMAT") == "json"
 wsgi_app = "gcl_server.wsgi:app"
 # gunicorn's control socket lives at one shared path per user: several servers on one host would clobber it.
 control_socket_disable = os.environ.get("GCL_CONTROL_SOCKET", "") == ""
@@ -21,6 +28,10 @@ if not control_socket_disable:
 
 
 def on_starting(server):
+    if _JSON_LOGS:
+        _logs.use_json(loglevel)
+    # Prometheus counts of all workers meet in one fresh directory (telemetry/metrics.py).
+    server.gcl_metrics_dir = _multiproc.prepare()
     # Migrate once in the master so workers never race on a fresh database.
     from gcl_server import writer
     from gcl_server.database import migrate_url
@@ -32,7 +43,18 @@ def on_starting(server):
         server.gcl_writer = writer.start()  # workers fork after this and inherit its address
 
 
+def on_reload(server):
+    if _JSON_LOGS:
+        _logs.use_json(loglevel)  # gunicorn's reload set its own formatters again
+
+
+def post_fork(server, worker):
+    if _JSON_LOGS:
+        _logs.use_json(loglevel)
+
+
 def on_exit(server):
+    _multiproc.cleanup(getattr(server, "gcl_metrics_dir", None))
     proc = getattr(server, "gcl_writer", None)
     if proc is not None:
         proc.stop()

@@ -1,0 +1,286 @@
+"""Connection limits: no thread waits for a request head, slow heads are cut off, and a worker caps its connections.
+
+gthread hands a connection to a pool thread as soon as one byte arrives, and the thread then blocks in the parser
+until the whole head is there: ~520 connections that each sent one byte held all 2 x 256 threads forever (issue 19,
+item 3). Here the worker's poller thread reads every request head itself, without blocking, and only a complete
+request (head and a small body, as llhttp reads it) is handed to a thread. Each request must arrive whole within
+GCL_HEAD_TIMEOUT_SECONDS of its first byte (of the accept, for a new connection): a partial one is answered 408 and
+closed, an empty one closed. Kept-alive connections idle at most GCL_KEEPALIVE_SECONDS (gunicorn's keepalive).
+
+A worker holds at most GCL_MAX_CONNECTIONS connections (gunicorn's worker_connections, lowered to what its raised
+RLIMIT_NOFILE allows); beyond that it answers 503 with Retry-After and closes. Requests whose rest a thread still has
+to read (a large or 100-continue body) read it with the same per-read bound (SO_RCVTIMEO), so no read can hold a
+thread for longer.
+
+TLS and HTTP/2 prior-knowledge listeners keep gthread's own path (the handshake needs a blocking thread).
+"""
+
+import contextlib
+import errno
+import heapq
+import json
+import os
+import resource
+import selectors
+import socket
+import struct
+import time
+from functools import partial
+
+import httptools
+from gunicorn.http2 import negotiation
+from gunicorn.workers.gthread import TConn, ThreadWorker
+
+from .worker import KeepAliveThreadWorker
+
+HEAD_TIMEOUT_SECONDS = 5.0
+BUFFERED_BYTES = 256 * 1024  # a request up to this size is read whole before a thread sees it
+RECV_BYTES = 64 * 1024
+REFUSED_LINGER_SECONDS = 1.0  # a refused connection stays open this long for its 503 to be read
+MAX_REFUSED = 256  # refused connections lingering at once (beyond: closed at once)
+PARKED = "parked"  # _handle_next's answer for a kept-alive connection whose next request is not whole yet
+
+
+def head_timeout(environ=None):
+    environ = os.environ if environ is None else environ
+    raw = environ.get("GCL_HEAD_TIMEOUT_SECONDS") or ""
+    value = float(raw) if raw.strip() else HEAD_TIMEOUT_SECONDS
+    if not value > 0:
+        raise ValueError(f"GCL_HEAD_TIMEOUT_SECONDS must be > 0, not {raw!r}")
+    return value
+
+
+def _answer(code, reason, message, headers=""):
+    body = json.dumps({"code": code, "status": reason, "message": message, "detail": message}).encode()
+    head = (
+        f"HTTP/1.1 {code} {reason}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        f"{headers}Connection: close\r\n\r\n"
+    )
+    return head.encode("latin-1") + body
+
+
+BUSY = _answer(503, "Service Unavailable", "Too many connections to this server; retry shortly.", "Retry-After: 1\r\n")
+TOO_SLOW = _answer(408, "Request Timeout", "The request did not arrive in time.")
+
+
+class _Progress:
+    """httptools callbacks: how far the request in the buffer has come."""
+
+    __slots__ = ("head", "complete", "expect")
+
+    def __init__(self):
+        self.head = self.complete = self.expect = False
+
+    def on_header(self, name, value):
+        if name.lower() == b"expect":
+            self.expect = True
+
+    def on_headers_complete(self):
+        self.head = True
+
+    def on_message_complete(self):
+        self.complete = True
+
+
+def ready(data):
+    """Whether a thread may take the request at the start of `data`: True when it is whole (or malformed, for
+    gunicorn to refuse, or its body is one a thread must read: large or behind 100-continue); False while the
+    request is still arriving."""
+    if len(data) >= BUFFERED_BYTES:
+        return True
+    progress = _Progress()
+    parser = httptools.HttpRequestParser(progress)
+    try:
+        parser.feed_data(data)
+    except httptools.HttpParserUpgrade:
+        return True
+    except httptools.HttpParserError:
+        return True  # gunicorn answers it (400): everything it needs to say so is here
+    return progress.complete or (progress.head and progress.expect)
+
+
+class _Reading:
+    """A connection whose next request the poller is reading."""
+
+    __slots__ = ("conn", "data", "deadline")
+
+    def __init__(self, conn, data, deadline):
+        self.conn, self.data, self.deadline = conn, data, deadline
+
+
+class GuardedWorker(KeepAliveThreadWorker):
+    """KeepAliveThreadWorker whose threads only ever see requests that have arrived whole (see module doc)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.head_timeout = head_timeout()
+        self.max_connections = self.cfg.worker_connections
+        # Accept beyond the cap, to refuse clearly (gthread stops accepting, and clients hang in the backlog).
+        self.worker_connections = 1 << 30
+        self._guard = False
+        self._reading = {}  # fileno -> _Reading
+        self._deadlines = []  # heap of (deadline, fileno, _Reading)
+        self._refused = []  # (close at, socket)
+
+    def init_process(self):
+        self._guard = not self.cfg.is_ssl and not negotiation.prior_knowledge_allowed(self.cfg, ("127.0.0.1", 0))
+        # Refuse before the process runs out of file descriptors (a worker's connections are spread unevenly:
+        # one may hold most of them, hence a cap well above an even share by default).
+        spare = self.cfg.threads + 256
+        self.max_connections = min(self.max_connections, _raise_open_files(self.max_connections + spare) - spare)
+        super().init_process()
+
+    # -- accepting --------------------------------------------------------------------------------------------
+
+    def accept(self, listener):
+        if not self._guard:
+            return super().accept(listener)
+        try:
+            sock, client = listener.accept()
+        except OSError as error:
+            if error.errno in (errno.EMFILE, errno.ENFILE):
+                self.log.warning("Out of file descriptors: %s", error)
+                return None
+            if error.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
+                raise
+            return None
+        if self.nr_conns >= self.max_connections:
+            self._refuse(sock)
+            return None
+        self.nr_conns += 1
+        self.enqueue_req(TConn(self.cfg, sock, client, listener.getsockname()))
+        return None
+
+    def _refuse(self, sock):
+        sock.setblocking(False)
+        with contextlib.suppress(OSError):
+            sock.send(BUSY)
+            sock.shutdown(socket.SHUT_WR)
+        if len(self._refused) >= MAX_REFUSED:
+            sock.close()
+            return
+        # Closing with the client's request unread would reset the connection and could drop the 503 on its way.
+        self._refused.append((time.monotonic() + REFUSED_LINGER_SECONDS, sock))
+
+    # -- reading heads on the poller ----------------------------------------------------------------------------
+
+    def enqueue_req(self, conn):
+        """Every way into a thread passes here: read the request on the poller first (module doc)."""
+        if not self._guard:
+            return super().enqueue_req(conn)
+        data = b""
+        if conn.parser is not None:
+            data = conn.parser.unreader.buf.getvalue()  # read ahead already (pipelining)
+            conn.parser.unreader.buf.seek(0)
+            conn.parser.unreader.buf.truncate()
+        if data and ready(data):
+            return self._dispatch(conn, data)
+        conn.sock.setblocking(False)
+        reading = _Reading(conn, data, time.monotonic() + self.head_timeout)
+        fileno = conn.sock.fileno()
+        self._reading[fileno] = reading
+        heapq.heappush(self._deadlines, (reading.deadline, fileno, id(reading), reading))
+        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_readable, reading))
+        return None
+
+    def _on_readable(self, reading, _sock):
+        conn = reading.conn
+        try:
+            chunk = conn.sock.recv(RECV_BYTES)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            chunk = b""
+        if not chunk:  # the client closed (or reset) the connection
+            self._stop_reading(reading)
+            self._close(conn)
+            return
+        reading.data += chunk
+        if ready(reading.data):
+            self._stop_reading(reading)
+            self._dispatch(conn, reading.data)
+
+    def _stop_reading(self, reading):
+        fileno = reading.conn.sock.fileno()
+        if self._reading.get(fileno) is reading:
+            del self._reading[fileno]
+        with contextlib.suppress(OSError, KeyError, ValueError):
+            self.poller.unregister(reading.conn.sock)
+
+    def _dispatch(self, conn, data):
+        """Hand a connection whose request is here to a thread."""
+        conn.init()  # plain HTTP/1: only makes the parser (TLS and h2c keep gthread's path)
+        conn.parser.unreader.unread(data)
+        conn.data_ready = True
+        conn.sock.setblocking(True)
+        _set_read_timeout(conn.sock, self.head_timeout)
+        ThreadWorker.enqueue_req(self, conn)
+
+    def _close(self, conn, answer=None):
+        if answer:
+            with contextlib.suppress(OSError):
+                conn.sock.send(answer)
+        self.nr_conns -= 1
+        conn.close()
+
+    def murder_pending(self):
+        super().murder_pending()
+        if not self._guard:
+            return
+        now = time.monotonic()
+        while self._deadlines and self._deadlines[0][0] <= now:
+            _, fileno, _, reading = heapq.heappop(self._deadlines)
+            if self._reading.get(fileno) is not reading:
+                continue  # dispatched or closed already
+            self._stop_reading(reading)
+            self._close(reading.conn, TOO_SLOW if reading.data.strip(b"\r\n") else None)
+        while self._refused and (self._refused[0][0] <= now or not self.alive):
+            _, sock = self._refused.pop(0)
+            sock.close()
+
+    # -- kept-alive connections served by their own thread (worker.py) -------------------------------------------
+
+    def _handle_next(self, conn):
+        """worker.py serves the next request on a kept-alive connection from its thread: only a whole one."""
+        if not self._guard:
+            return super()._handle_next(conn)
+        unreader = conn.parser.unreader
+        data = unreader.buf.getvalue()
+        if not ready(data):
+            try:
+                chunk = conn.sock.recv(RECV_BYTES, socket.MSG_DONTWAIT)  # worker.py saw it readable, or read ahead
+            except BlockingIOError:
+                chunk = None
+            except OSError:
+                return False
+            if chunk == b"":
+                return False  # the client closed the connection
+            data += chunk or b""
+            unreader.buf.seek(0)
+            unreader.buf.truncate()
+            unreader.unread(data)
+            if not ready(data):
+                # Not True: the thread stops lingering, and gthread's finish_request passes the connection (with its
+                # bytes in the unreader) to enqueue_req, which reads the rest on the poller.
+                return PARKED
+        return super()._handle_next(conn)
+
+
+def _set_read_timeout(sock, seconds):
+    """Bound every blocking read a thread makes on this socket (Python's own timeout would make it non-blocking)."""
+    whole = int(seconds)
+    with contextlib.suppress(OSError):
+        sock.setsockopt(
+            socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", whole, int((seconds - whole) * 1_000_000))
+        )
+
+
+def _raise_open_files(wanted):
+    """Let a worker hold its connection cap: raise the soft RLIMIT_NOFILE towards the hard one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return wanted if soft == resource.RLIM_INFINITY else soft
