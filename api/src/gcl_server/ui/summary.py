@@ -32,7 +32,7 @@ def queued_counts(ids, now):
     return {r[0]: (int(r[1]), int(r[2] or 0)) for r in rows}
 
 
-def _row(limit, queued):
+def _row(limit, runtime, queued):
     waiting_requests, waiting_slots = queued.get(limit.id, (0, 0))
     return {
         "id": limit.id,
@@ -40,21 +40,21 @@ def _row(limit, queued):
         "limit": limit.limit,
         "active": bool(limit.active),
         "slot_decay_per_second": limit.slot_decay_per_second,
-        "occupancy": limit.runtime["occupancy"],
-        "active_slots": limit.runtime["active_slots"],
-        "denied_slots": limit.runtime["denied_slots"],
+        "occupancy": runtime["occupancy"],
+        "active_slots": runtime["active_slots"],
+        "denied_slots": runtime["denied_slots"],
         "queued": waiting_requests,
         "queued_slots": waiting_slots,
         "updated": limit.updated,
     }
 
 
-def _live_key(sort):
+def _live_key(sort, queued):
     if sort == "occupancy":
-        return lambda row: row["occupancy"]
+        return lambda pair: pair[1]["occupancy"]
     if sort == "fill":
-        return lambda row: row["occupancy"] / row["limit"] if row["limit"] else float(row["occupancy"] > 0)
-    return lambda row: row["queued"]
+        return lambda pair: pair[1]["occupancy"] / pair[0].limit if pair[0].limit else float(pair[1]["occupancy"] > 0)
+    return lambda pair: queued.get(pair[0].id, (0, 0))[0]
 
 
 def page(q="", sort="name", descending=False, offset=0, limit=50, now=None):
@@ -67,20 +67,20 @@ def page(q="", sort="name", descending=False, offset=0, limit=50, now=None):
     if sort in SQL_SORTS:
         column = SQL_SORTS[sort]
         query = query.order_by(column.desc() if descending else column.asc(), ConcurrencyLimit.name)
-        chosen = limits_service.with_runtime(list(query.offset(offset).limit(limit)), now)
+        chosen = list(query.offset(offset).limit(limit).namedtuples())
+        leased = engine.leased_slots([c.id for c in chosen], now)
+        pairs = [(c, limits_service.runtime(c, leased.get(c.id, 0), now)) for c in chosen]
         queued = queued_counts([c.id for c in chosen], now)
-        items = [_row(c, queued) for c in chosen]
     else:
-        # Live figures of every match (two grouped queries), then the page: cost grows with the matches.
-        everything = limits_service.with_runtime(list(query.order_by(ConcurrencyLimit.name)), now)
+        # Live figures of every match (plain tuples, two grouped queries), then the page: cost grows with matches.
+        everything = list(query.order_by(ConcurrencyLimit.name).namedtuples())
+        leased = engine.leased_slots([c.id for c in everything], now)
+        pairs = [(c, limits_service.runtime(c, leased.get(c.id, 0), now)) for c in everything]
         queued = queued_counts([c.id for c in everything], now) if sort == "queued" else {}
-        rows = sorted((_row(c, queued) for c in everything), key=_live_key(sort), reverse=descending)
-        items = rows[offset : offset + limit]
+        pairs = sorted(pairs, key=_live_key(sort, queued), reverse=descending)[offset : offset + limit]
         if sort != "queued":
-            page_queued = queued_counts([row["id"] for row in items], now)
-            for row in items:
-                row["queued"], row["queued_slots"] = page_queued.get(row["id"], (0, 0))
-    return {"now": now, "total": total, "offset": offset, "items": items}
+            queued = queued_counts([c.id for c, _ in pairs], now)
+    return {"now": now, "total": total, "offset": offset, "items": [_row(c, r, queued) for c, r in pairs]}
 
 
 def detail(id_or_name, with_lease_ids, now=None):
@@ -88,7 +88,7 @@ def detail(id_or_name, with_lease_ids, now=None):
     limit = limits_service.read(id_or_name)
     now = time.time() if now is None else now
     queued = queued_counts([limit.id], now)
-    row = _row(limit, queued)
+    row = _row(limit, limit.runtime, queued)
     row.update(
         created=limit.created,
         etag=limit.etag,
