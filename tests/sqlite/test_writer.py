@@ -50,7 +50,12 @@ def test_a_batch_commits_each_call_or_rolls_back_only_the_one_that_failed(engine
     # Nested transactional calls join the batch's transaction; what they queue for after the commit is returned.
     held = slots.acquire(["first"], 1, lease_seconds=60)
     results, _ = writer._run_batch([("e", _call(slots.release, held.lease_id))])
-    assert results == [("e", (True, True))]
+    [(conn, (ok, value, events))] = results
+    assert (conn, ok, value) == ("e", True, True)
+    # The events it committed go back to the worker that sent the call (emitted there, events.py).
+    assert [(kind, fields["lease_id"], fields["name"]) for kind, fields in events] == [
+        ("released", held.lease_id, "first")
+    ]
 
 
 def test_the_writer_runs_only_gcl_functions(engine):

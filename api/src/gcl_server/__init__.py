@@ -50,5 +50,9 @@ def create_app(config=None):
         app.wsgi_app = FastSlots(app, app.wsgi_app)
 
     if app.config["SWEEPER"]:
-        app.extensions["gcl_sweeper"] = Sweeper(app.config["SWEEP_INTERVAL_SECONDS"]).start()
+        app.extensions["gcl_sweeper"] = Sweeper(
+            app.config["SWEEP_INTERVAL_SECONDS"],
+            app.config["ACTIVITY_KEEP_PER_LIMIT"],
+            app.config["ACTIVITY_MAX_AGE_DAYS"] * 86400,
+        ).start()
     return app

@@ -221,6 +221,9 @@ def open_database(url=None):
         # Pool per worker process: at most max_connections, a request waits pool_timeout seconds for one.
         max_connections = int(query.pop("max_connections", "32"))
         pool_timeout = float(query.pop("pool_timeout", "10"))
+        # Behind PgBouncer in transaction mode a LISTEN is lost with its server connection: the wake-up listener
+        # can connect elsewhere (straight to PostgreSQL, or PgBouncer in session mode) with the same credentials.
+        listen = {k: query.pop(f"listen_{k}") for k in ("host", "port") if f"listen_{k}" in query}
         kwargs.update(query)
         database = PostgresPool(
             parsed.path.lstrip("/") or "postgres",
@@ -230,6 +233,7 @@ def open_database(url=None):
             **{k: v for k, v in kwargs.items() if v is not None},
         )
         database.dialect = PostgresDialect(database)
+        database.listen_params = {**database.connect_params, **listen}
         return database
     raise ValueError(f"DATABASE_URL: unsupported scheme {parsed.scheme!r} (use sqlite:/// or postgresql://)")
 
@@ -378,6 +382,27 @@ MIGRATIONS = [
                 if dialect == "postgresql"
                 else ["INSERT INTO gcl_counter (name, value) VALUES ('waiter_seq', 0)"]
             ),
+        ],
+    ),
+    (
+        3,
+        "activity: what happened to limits and leases; who queued",
+        [
+            lambda dialect: [
+                "CREATE TABLE activity ("
+                + ("id BIGSERIAL PRIMARY KEY" if dialect == "postgresql" else "id INTEGER PRIMARY KEY")
+                + """,
+                at DOUBLE PRECISION NOT NULL,
+                limit_id VARCHAR(36) NOT NULL,
+                name VARCHAR(255),
+                kind VARCHAR(16) NOT NULL,
+                actor VARCHAR(255),
+                lease_id VARCHAR(36),
+                slots INTEGER,
+                detail TEXT)"""
+            ],
+            "CREATE INDEX activity_limit ON activity (limit_id, id)",
+            "ALTER TABLE waiter ADD COLUMN actor VARCHAR(255)",
         ],
     ),
 ]

@@ -51,3 +51,18 @@ class LeaseLimit(BaseModel):
     class Meta:
         table_name = "lease_limit"
         primary_key = peewee.CompositeKey("lease", "limit")
+
+
+class Activity(BaseModel):
+    id = peewee.BigAutoField()
+    at = peewee.DoubleField()
+    limit_id = peewee.CharField(max_length=36)
+    name = peewee.CharField(max_length=255, null=True)
+    kind = peewee.CharField(max_length=16)
+    actor = peewee.CharField(max_length=255, null=True)
+    lease_id = peewee.CharField(max_length=36, null=True)
+    slots = peewee.IntegerField(null=True)
+    detail = peewee.TextField(null=True)
+
+    class Meta:
+        table_name = "activity"

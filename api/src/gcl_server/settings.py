@@ -12,6 +12,8 @@ DEFAULTS = {
     "UNLEASED_TTL_SECONDS": 86400.0,
     "SWEEP_INTERVAL_SECONDS": 1.0,
     "SWEEPER": True,
+    "ACTIVITY_KEEP_PER_LIMIT": 1000,  # the sweeper keeps this many activity records per limit ...
+    "ACTIVITY_MAX_AGE_DAYS": 7.0,  # ... none older than this
     "MAX_WAIT_SECONDS": 30.0,
     "MAX_WAITERS": 0,  # parked requests per worker process; 0: the worker's threads less a reserve
     "THREADS": 256,
@@ -33,6 +35,8 @@ ENVIRONMENT = {
     "UNLEASED_TTL_SECONDS": ("GCL_UNLEASED_TTL_SECONDS", float),
     "SWEEP_INTERVAL_SECONDS": ("GCL_SWEEP_INTERVAL_SECONDS", float),
     "SWEEPER": ("GCL_SWEEPER", _flag),
+    "ACTIVITY_KEEP_PER_LIMIT": ("GCL_ACTIVITY_KEEP_PER_LIMIT", int),
+    "ACTIVITY_MAX_AGE_DAYS": ("GCL_ACTIVITY_MAX_AGE_DAYS", float),
     "MAX_WAIT_SECONDS": ("GCL_MAX_WAIT_SECONDS", float),
     "MAX_WAITERS": ("GCL_MAX_WAITERS", int),
     "THREADS": ("GCL_THREADS", int),

@@ -29,6 +29,8 @@ import tempfile
 import threading
 import time
 
+from . import events
+
 log = logging.getLogger(__name__)
 
 ENV = "GCL_WRITER_SOCKET"
@@ -92,12 +94,13 @@ class Client:
             raise Unreachable(self.path) from exc
         try:
             (size,) = HEADER.unpack(_recv_exactly(sock, HEADER.size))
-            ok, value = pickle.loads(_recv_exactly(sock, size))
+            ok, value, committed_events = pickle.loads(_recv_exactly(sock, size))
         except (OSError, EOFError) as exc:
             self._drop()
             log.warning("the writer did not answer; the request fails (it may have committed)")
             raise Unavailable("The database writer restarted; try again.", retry_after=0.2) from exc
         if ok:
+            events.emit_all(committed_events)
             return value
         raise value
 
@@ -169,29 +172,27 @@ def _run_batch(batch):
         try:
             with dialect.write_tx():
                 for conn, (module, qualname, args, kwargs) in batch:
-                    services._local.depth, services._local.pending = 1, []
                     try:
                         fn = _function(module, qualname)
-                        with contextlib.nullcontext() if single else db.atomic():
+                        with services.running() as tx, contextlib.nullcontext() if single else db.atomic():
                             value = fn(*args, **kwargs)
-                        results.append((conn, (True, value)))
-                        callbacks.extend(services._local.pending)
+                        # The events go back with the result: they are emitted in the worker serving the request.
+                        results.append((conn, (True, value, tx.events)))
+                        callbacks.extend(tx.callbacks)
                     except Exception as exc:
                         if single or dialect.is_retryable(exc):
                             raise
-                        results.append((conn, (False, exc)))  # the caller's error, raised in the caller
-                    finally:
-                        services._local.depth, services._local.pending = 0, []
+                        results.append((conn, (False, exc, ())))  # the caller's error, raised in the caller
             return results, callbacks
         except Exception as exc:
             if dialect.is_retryable(exc) and attempt < services.TX_ATTEMPTS - 1:
                 time.sleep(0.005 * (attempt + 1))
                 continue
             if single and not dialect.is_retryable(exc):
-                return [(batch[0][0], (False, exc))], []  # its own error; the transaction rolled back
+                return [(batch[0][0], (False, exc, ()))], []  # its own error; the transaction rolled back
             log.exception("write transaction failed")
             failure = Unavailable("The database is busy; try again.", retry_after=0.2)
-            return [(conn, (False, failure)) for conn, _ in batch], []
+            return [(conn, (False, failure, ())) for conn, _ in batch], []
     raise AssertionError("unreachable")
 
 
@@ -199,7 +200,7 @@ def _reply(conn, outcome):
     try:
         data = pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception as exc:  # noqa: BLE001 - an unpicklable result or error
-        data = pickle.dumps((False, RuntimeError(f"unpicklable outcome: {exc!r}")))
+        data = pickle.dumps((False, RuntimeError(f"unpicklable outcome: {exc!r}"), ()))
     try:
         conn.setblocking(True)
         conn.sendall(HEADER.pack(len(data)) + data)
@@ -255,7 +256,7 @@ def serve(path, parent_pid):
                 try:
                     batch.append((sock, pickle.loads(frame)))
                 except Exception as exc:  # noqa: BLE001
-                    _reply(sock, (False, RuntimeError(f"undecodable call: {exc!r}")))
+                    _reply(sock, (False, RuntimeError(f"undecodable call: {exc!r}"), ()))
         if batch:
             results, callbacks = _run_batch(batch)
             for callback in callbacks:

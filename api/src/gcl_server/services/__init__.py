@@ -1,11 +1,12 @@
 """Transactional domain logic: every write runs in one short, retried transaction. No Flask here."""
 
+import contextlib
 import functools
 import random
 import threading
 import time
 
-from .. import writer
+from .. import events, writer
 from ..database import db
 from ..errors import Unavailable
 
@@ -13,9 +14,37 @@ TX_ATTEMPTS = 6
 _local = threading.local()
 
 
+class Transaction:
+    """What a running transaction leaves for after its commit: callbacks (run where it committed) and events
+    (emitted in the process that serves the request, see events.py). A rollback drops both."""
+
+    def __init__(self):
+        self.callbacks = []
+        self.events = []
+
+
+@contextlib.contextmanager
+def running():
+    """The current thread runs one transactional call (in its own transaction, or a savepoint of the writer's)."""
+    tx = _local.tx = Transaction()
+    try:
+        yield tx
+    finally:
+        _local.tx = None
+
+
 def after_commit(fn):
     """Run fn once the current transaction has committed (dropped if it rolls back)."""
-    _local.pending.append(fn)
+    _local.tx.callbacks.append(fn)
+
+
+def emit_after_commit(kind, fields):
+    """An event for events.subscribe()rs, once the current transaction has committed (at once outside one)."""
+    tx = getattr(_local, "tx", None)
+    if tx is None:
+        events.emit(kind, fields)
+    else:
+        tx.events.append((kind, fields))
 
 
 def transactional(fn):
@@ -23,7 +52,7 @@ def transactional(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        if getattr(_local, "depth", 0):
+        if getattr(_local, "tx", None) is not None:
             return fn(*args, **kwargs)  # already inside a transaction: join it
         dialect = db.obj.dialect
         held = False
@@ -38,9 +67,8 @@ def transactional(fn):
                 except writer.Unreachable:
                     pass  # not delivered: run it here, under the same write lock
         for attempt in range(TX_ATTEMPTS):
-            _local.pending, _local.depth = [], 1
             try:
-                with dialect.write_tx(held):
+                with running() as tx, dialect.write_tx(held):
                     held = False  # a retry queues for the lock again
                     result = fn(*args, **kwargs)
             except Exception as exc:
@@ -50,10 +78,9 @@ def transactional(fn):
                     raise Unavailable("The database is busy; try again.", retry_after=0.2) from exc
                 time.sleep(random.uniform(0.005, 0.02) * (attempt + 1))
                 continue
-            finally:
-                _local.depth = 0
-            for callback in _local.pending:
+            for callback in tx.callbacks:
                 callback()
+            events.emit_all(tx.events)
             return result
         raise AssertionError("unreachable")
 

@@ -6,6 +6,7 @@ import uuid
 
 import peewee
 
+from .. import activity
 from ..database import db, execute
 from ..errors import Conflict, Invalid, NotFound, PreconditionFailed
 from ..models import ConcurrencyLimit
@@ -14,6 +15,16 @@ from .decay import decayed, denied_rate, shown_slots
 from .slots import leased_slots
 
 MANAGED = ("name", "limit", "active", "slot_decay_per_second")
+
+
+def managed(limit):
+    """The managed fields of a limit, as the activity records show them before and after a change."""
+    return {field: getattr(limit, field) for field in MANAGED}
+
+
+def _record(kind, limit, actor, before=None, after=None, now=None):
+    detail = {key: value for key, value in (("before", before), ("after", after)) if value is not None}
+    activity.record(kind, limit.id, limit.name, actor=actor, detail=detail, at=now)
 
 
 def etag(limit):
@@ -91,7 +102,7 @@ def _ensure_name_free(name, except_id=None):
 
 
 @transactional
-def create(data):
+def create(data, actor=None):
     _ensure_name_free(data["name"])
     now = time.time()
     limit = ConcurrencyLimit(
@@ -112,6 +123,7 @@ def create(data):
         limit.save(force_insert=True)
     except peewee.IntegrityError as exc:
         raise Conflict(f"A concurrency limit named {data['name']!r} already exists.") from exc
+    _record("created", limit, actor, after=managed(limit), now=now)
     return with_runtime([limit], now)[0]
 
 
@@ -165,16 +177,19 @@ def runtime_write(data):
 
 
 @transactional
-def update(id_or_name, data, if_match=None):
+def update(id_or_name, data, if_match=None, actor=None):
     limit = find(id_or_name, lock=True)
     _check_if_match(limit, if_match)
     reset, data = runtime_write(data)
     if reset:
-        _reset(limit)
+        _reset(limit, actor)
     if "name" in data:
         _ensure_name_free(data["name"], except_id=limit.id)
     now = time.time()
+    before = managed(limit)
     if _apply(limit, data, now) or reset:
+        if managed(limit) != before:
+            _record("updated", limit, actor, before, managed(limit), now)
         try:
             limit.save()
         except peewee.IntegrityError as exc:  # PostgreSQL: a create or rename on another node took the name first
@@ -184,7 +199,7 @@ def update(id_or_name, data, if_match=None):
 
 
 @transactional
-def upsert(name, data, if_match=None):
+def upsert(name, data, if_match=None, actor=None):
     """PUT: create the limit or replace its managed fields; omitted fields take their defaults."""
     desired = {
         "name": name,
@@ -198,17 +213,20 @@ def upsert(name, data, if_match=None):
         if if_match is not None:
             raise PreconditionFailed("If-Match given but the limit does not exist.") from None
         if not db.obj.dialect.lock_rows:
-            return create.__wrapped__(desired), True
+            return create.__wrapped__(desired, actor), True
         try:
             # PostgreSQL: a PUT of the same new name on another node may insert first (READ COMMITTED);
             # the savepoint keeps this transaction usable, and the loser updates the winner's row.
             with db.atomic():
-                return create.__wrapped__(desired), True
+                return create.__wrapped__(desired, actor), True
         except Conflict:
             limit = _by_name(name, lock=True)
     _check_if_match(limit, if_match)
     now = time.time()
+    before = managed(limit)
     if _apply(limit, desired, now):
+        if managed(limit) != before:
+            _record("updated", limit, actor, before, managed(limit), now)
         limit.save()
         waiting.hand_off([limit.id], now)
     return with_runtime([limit], now)[0], False
@@ -225,9 +243,10 @@ def _by_name(name, lock=False):
 
 
 @transactional
-def delete(id_or_name, if_match=None):
+def delete(id_or_name, if_match=None, actor=None):
     limit = find(id_or_name, lock=True)
     _check_if_match(limit, if_match)
+    _record("deleted", limit, actor, before=managed(limit))
     _revoke_leases_of(limit.id)
     limit.delete_instance()
     waiting.hand_off([limit.id], time.time())  # its waiters no longer wait for it
@@ -241,19 +260,26 @@ def _revoke_leases_of(limit_id):
     execute("DELETE FROM lease_limit WHERE limit_id = ?", (limit_id,))
 
 
-def _reset(limit):
+def _reset(limit, actor=None):
     """Revoke the limit's leases and clear its rate-limit and denied occupancy."""
     now = time.time()
+    before = {**managed(limit), **_counts(limit, now)}
     _revoke_leases_of(limit.id)
     limit.decay_occupancy, limit.decay_updated = 0.0, now
     limit.denied, limit.denied_updated = 0.0, now
     limit.updated = now
+    _record("reset", limit, actor, before, {**managed(limit), **_counts(limit, now)}, now)
+
+
+def _counts(limit, now):
+    figures = runtime(limit, leased_slots([limit.id], now).get(limit.id, 0), now)
+    return {"active_slots": figures["active_slots"], "denied_slots": figures["denied_slots"]}
 
 
 @transactional
-def reset(id_or_name):
+def reset(id_or_name, actor=None):
     limit = find(id_or_name, lock=True)
-    _reset(limit)
+    _reset(limit, actor)
     limit.save()
     waiting.hand_off([limit.id], limit.updated)
     return with_runtime([limit])[0]

@@ -10,9 +10,10 @@ import uuid
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from .. import activity
 from ..database import db, defer, execute
 from ..errors import Gone, Invalid, Locked, NotFound
-from . import transactional, waiting
+from . import emit_after_commit, transactional, waiting
 from .decay import EPSILON, decayed, denied_rate, fits
 
 MAX_RETRY_AFTER = 30.0
@@ -214,8 +215,10 @@ def new_lease(rows, now, lease_seconds, anonymous):
     return str(uuid.uuid4()), execute(db.obj.dialect.next_token_sql()).fetchone()[0]
 
 
-def grant(rows, slots, now, lease_seconds=None, holder=None, anonymous=False, lease=None):
-    """Occupy slots on every active row: decaying limits in their pool, the others in a lease."""
+def grant(rows, slots, now, lease_seconds=None, holder=None, anonymous=False, lease=None, actor=None, queued=None):
+    """Occupy slots on every active row: decaying limits in their pool, the others in a lease.
+
+    queued: (seconds waited, seconds since the request that freed the slots arrived or None) for a hand-off."""
     active = [r for r in rows if r.active]
     for r in active:
         if r.rate > 0:
@@ -224,6 +227,7 @@ def grant(rows, slots, now, lease_seconds=None, holder=None, anonymous=False, le
                 (decayed(r.pool, r.pool_at, r.rate, now) + slots, now, r.id),
             )
     lease_id, token = lease or new_lease(rows, now, lease_seconds, anonymous)
+    _record_grant(active, slots, now, lease_id, token, actor, queued)
     result = Grant(limits=rows)
     if lease_id is None:
         return result
@@ -250,6 +254,18 @@ def grant(rows, slots, now, lease_seconds=None, holder=None, anonymous=False, le
     return result
 
 
+def _record_grant(active, slots, now, lease_id, token, actor, queued):
+    detail = {"fencing_token": token} if token is not None else {}
+    if queued is not None:
+        detail["wait_seconds"], handoff = queued
+        if handoff is not None:
+            detail["handoff_seconds"] = handoff
+    for r in active:
+        activity.record(
+            "acquired", r.id, r.name, actor=actor, lease_id=lease_id, slots=slots, detail=detail or None, at=now
+        )
+
+
 @dataclass
 class Queued:
     waiter_id: str
@@ -268,7 +284,9 @@ class Refused:
 
 
 @transactional
-def _acquire_tx(names, slots, mode, lease_seconds, holder, anonymous, wait_seconds, ticket, waiter_id, owner=None):
+def _acquire_tx(
+    names, slots, mode, lease_seconds, holder, anonymous, wait_seconds, ticket, waiter_id, owner=None, actor=None
+):
     """waiter_id: the id to queue under (the client's ticket, or one chosen for it), None when the request may not
     park; owner: the wake-up address of the process where it parks."""
     now = time.time()
@@ -286,12 +304,12 @@ def _acquire_tx(names, slots, mode, lease_seconds, holder, anonymous, wait_secon
             return Refused(MIN_RETRY_AFTER)
     in_the_way = blocked(rows, slots, now)
     if not in_the_way and not waiting.queued_ahead(active_ids, now):
-        return grant(rows, slots, now, lease_seconds, holder, anonymous)
+        return grant(rows, slots, now, lease_seconds, holder, anonymous, actor=actor)
     record_denied(rows, slots, now)  # refused, or queued: either way these slots were not free for it
     if wait_seconds <= 0 or waiter_id is None:
         return Refused(retry_after(in_the_way, slots, now))
     waiting.enqueue(
-        rows, names, slots, mode, lease_seconds, anonymous, holder, now + wait_seconds, now, waiter_id, owner
+        rows, names, slots, mode, lease_seconds, anonymous, holder, now + wait_seconds, now, waiter_id, owner, actor
     )
     return Queued(waiter_id, minimal(rows), slots, in_the_way, now)
 
@@ -323,6 +341,7 @@ def acquire(
     ticket=None,
     max_parked=0,
     client=None,
+    actor=None,
 ):
     """Take slots on all names or none. Locked (with Retry-After) when they are not free now or within the wait."""
     deadline = time.time() + wait_seconds
@@ -332,7 +351,7 @@ def acquire(
         with waiting.wake_up(waiter_id) as waker:
             owner = waiting.owner(waker)
             outcome = _acquire_tx(
-                names, slots, mode, lease_seconds, holder, anonymous, wait_seconds, ticket, waiter_id, owner
+                names, slots, mode, lease_seconds, holder, anonymous, wait_seconds, ticket, waiter_id, owner, actor
             )
             if isinstance(outcome, Queued):
                 queued = outcome
@@ -340,6 +359,7 @@ def acquire(
                 if outcome == "gone":
                     outcome = Refused(0.0)
     if isinstance(outcome, Refused):
+        emit_after_commit("denied", {"names": list(names), "slots": slots, "retry_after": outcome.retry_after})
         extra = {"queue_ticket": outcome.waiter_id} if outcome.waiter_id else None
         raise Locked(
             "Concurrency limit is full: the requested slots are not available now.",
@@ -363,28 +383,36 @@ def _record_occupancy(limit_ids, seconds):
     )
 
 
+# A deleted lease_limit row: its limit, slots and the limit's name (for the activity record, in the same statement).
+HELD = "limit_id, slots, (SELECT name FROM concurrency_limit c WHERE c.id = lease_limit.limit_id) AS name"
+
+
 @transactional
-def release(lease_id, received_at=None):
+def release(lease_id, received_at=None, actor=None):
     """Free a lease's slots now and hand them to waiters; an unknown or already expired lease is a no-op.
 
     received_at: when the release reached the server, told to the waiter it frees (its hand-off time)."""
     now = time.time()
     if db.obj.dialect.writable_ctes:  # PostgreSQL: both deletes in one round trip
         rows = execute(
-            "WITH ll AS (DELETE FROM lease_limit WHERE lease_id = ? RETURNING limit_id, slots), "
-            "l AS (DELETE FROM lease WHERE id = ? RETURNING acquired, expires) "
-            "SELECT l.acquired, l.expires, ll.limit_id, ll.slots FROM l LEFT JOIN ll ON TRUE",
+            f"WITH ll AS (DELETE FROM lease_limit WHERE lease_id = ? RETURNING {HELD}), "
+            "l AS (DELETE FROM lease WHERE id = ? RETURNING acquired, expires, slots) "
+            "SELECT l.acquired, l.expires, l.slots, ll.limit_id, ll.slots, ll.name FROM l LEFT JOIN ll ON TRUE",
             (lease_id, lease_id),
         ).fetchall()
         lease = rows[:1]
-        held = [(limit_id, slots) for _, _, limit_id, slots in rows if limit_id is not None]
+        held = [row[3:] for row in rows if row[3] is not None]
     else:
-        held = execute("DELETE FROM lease_limit WHERE lease_id = ? RETURNING limit_id, slots", (lease_id,)).fetchall()
-        lease = execute("DELETE FROM lease WHERE id = ? RETURNING acquired, expires", (lease_id,)).fetchall()
+        held = execute(f"DELETE FROM lease_limit WHERE lease_id = ? RETURNING {HELD}", (lease_id,)).fetchall()
+        lease = execute("DELETE FROM lease WHERE id = ? RETURNING acquired, expires, slots", (lease_id,)).fetchall()
     if not lease:
         return False
-    acquired, expires = lease[0][:2]
-    limit_ids = sorted(limit_id for limit_id, slots in held if slots > 0)
+    acquired, expires, count = lease[0][:3]
+    # A lease released after its expiry ended by expiry (the sweeper had not deleted it yet).
+    kind = "released" if expires > now else "expired"
+    for limit_id, _, name in sorted(held):
+        activity.record(kind, limit_id, name, actor=actor, lease_id=lease_id, slots=count, at=now)
+    limit_ids = sorted(limit_id for limit_id, slots, _ in held if slots > 0)
     if expires > now:
         _record_occupancy(limit_ids, now - acquired)
         waiting.hand_off(limit_ids, now, received_at)
@@ -392,10 +420,13 @@ def release(lease_id, received_at=None):
 
 
 @transactional
-def decrement(names, slots, occupancy_seconds=None, received_at=None):
+def decrement(names, slots, occupancy_seconds=None, received_at=None, actor=None):
     """Prefect's lease-less release by names: frees unleased slots (oldest first), clamped at zero."""
     now = time.time()
     rows = lock_limits(names, now)
+    for r in rows:
+        if r.active:
+            activity.record("released", r.id, r.name, actor=actor, slots=slots, at=now)
     for r in rows:
         if r.rate > 0:
             pool = max(0.0, decayed(r.pool, r.pool_at, r.rate, now) - slots)
@@ -441,12 +472,20 @@ def renew(lease_id, lease_seconds):
 
 
 @transactional
-def revoke(lease_id):
-    limit_ids = [r[0] for r in execute("SELECT limit_id FROM lease_limit WHERE lease_id = ?", (lease_id,)).fetchall()]
+def revoke(lease_id, actor=None):
+    now = time.time()
+    held = execute(
+        "SELECT ll.limit_id, l.slots, l.expires, c.name FROM lease_limit ll JOIN lease l ON l.id = ll.lease_id "
+        "JOIN concurrency_limit c ON c.id = ll.limit_id WHERE ll.lease_id = ? ORDER BY ll.limit_id",
+        (lease_id,),
+    ).fetchall()
     execute("DELETE FROM lease_limit WHERE lease_id = ?", (lease_id,))
     if execute("DELETE FROM lease WHERE id = ?", (lease_id,)).rowcount == 0:
         raise NotFound(f"Lease {lease_id} not found.")
-    waiting.hand_off(limit_ids, time.time())
+    for limit_id, count, expires, name in held:
+        kind = "revoked" if expires > now else "expired"
+        activity.record(kind, limit_id, name, actor=actor, lease_id=lease_id, slots=count, at=now)
+    waiting.hand_off([limit_id for limit_id, *_ in held], now)
 
 
 def leases_of(limit_id):
@@ -482,7 +521,8 @@ def leases_of(limit_id):
 
 @transactional
 def sweep(batch=500):
-    """Delete expired leases (counts never depended on them); guarded, so every node may run it."""
+    """Delete expired leases (counts never depended on them) and lapsed waiters, recording both first; guarded, so
+    every node may run it."""
     now = time.time()
     ids = [r[0] for r in execute("SELECT id FROM lease WHERE expires <= ? LIMIT ?", (now, batch)).fetchall()]
     if ids:
@@ -494,19 +534,19 @@ def sweep(batch=500):
                 f"SELECT id FROM lease WHERE id IN ({_marks(ids)}) AND expires <= ? ORDER BY id"
                 + db.obj.dialect.lock_rows_skip_locked
             )
-            execute(f"DELETE FROM lease_limit WHERE lease_id IN ({guarded})", (*ids, now))
+            params = (*ids, now)
         else:
-            execute(f"DELETE FROM lease_limit WHERE lease_id IN ({_marks(ids)})", ids)
-        execute(f"DELETE FROM lease WHERE id IN ({_marks(ids)}) AND expires <= ?", (*ids, now))
-    # Waiters: lapsed ones (their request and grace are over) and granted ones whose request has read the grant.
-    stale = [
-        r[0]
-        for r in execute(
-            "SELECT id FROM waiter WHERE expires <= ? OR (granted_at IS NOT NULL AND granted_at <= ?) LIMIT ?",
-            (now, now - 60, batch),
+            guarded, params = _marks(ids), ids
+        ended = execute(
+            f"DELETE FROM lease_limit WHERE lease_id IN ({guarded}) RETURNING lease_id, {HELD}", params
         ).fetchall()
-    ]
-    if stale:
-        execute(f"DELETE FROM waiter_limit WHERE waiter_id IN ({_marks(stale)})", stale)
-        execute(f"DELETE FROM waiter WHERE id IN ({_marks(stale)})", stale)
+        slots_of = dict(
+            execute(
+                f"DELETE FROM lease WHERE id IN ({_marks(ids)}) AND expires <= ? RETURNING id, slots", (*ids, now)
+            ).fetchall()
+        )
+        for lease_id, limit_id, _, name in sorted(ended):
+            if lease_id in slots_of:
+                activity.record("expired", limit_id, name, lease_id=lease_id, slots=slots_of[lease_id], at=now)
+    waiting.sweep(now, batch)
     return len(ids)

@@ -10,6 +10,7 @@ import json
 import time
 import uuid
 
+from .. import activity
 from ..database import db, defer, execute
 from . import notify, transactional
 from . import slots as engine
@@ -43,7 +44,9 @@ def owner(waker=None):
     return (waker.address if waker is not None else None) or notify.notifier().address
 
 
-def enqueue(rows, names, slots, mode, lease_seconds, anonymous, holder, deadline, now, waiter_id=None, owner=None):
+def enqueue(
+    rows, names, slots, mode, lease_seconds, anonymous, holder, deadline, now, waiter_id=None, owner=None, actor=None
+):
     """Queue a request; a client may choose its ticket (a UUID), so it can withdraw before it hears back."""
     dialect = db.obj.dialect
     waiter_id = waiter_id or str(uuid.uuid4())
@@ -52,7 +55,7 @@ def enqueue(rows, names, slots, mode, lease_seconds, anonymous, holder, deadline
     seq = None if expr else execute(dialect.next_token_sql("waiter_seq")).fetchone()[0]
     insert = (
         "INSERT INTO waiter (id, seq, names, slots, mode, lease_seconds, anonymous, holder, owner, attached, expires,"
-        f" created) VALUES (?, {expr or '?'}, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        f" created, actor) VALUES (?, {expr or '?'}, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     )
     values = (
         waiter_id,
@@ -67,6 +70,7 @@ def enqueue(rows, names, slots, mode, lease_seconds, anonymous, holder, deadline
         True,
         deadline + GRACE_SECONDS,
         now,
+        actor,
     )
     if expr:
         seq = execute(insert + " RETURNING seq", values).fetchone()[0]
@@ -103,13 +107,37 @@ def reattach(ticket, deadline, now, owner=None):
     if row[1] == 0:
         return "withdrawn"
     # Lapsed (its request and grace are over) and not swept yet: its place is lost, the ticket queues anew.
-    _forget(ticket)
+    _forget(ticket, now)
     return None
 
 
-def _forget(ticket):
-    execute("DELETE FROM waiter_limit WHERE waiter_id = ?", (ticket,))
+# A deleted waiter_limit row: the waiter, its limit and the limit's name (for the activity record).
+QUEUED = "waiter_id, limit_id, (SELECT name FROM concurrency_limit c WHERE c.id = waiter_limit.limit_id) AS name"
+
+
+def _forget(ticket, now=None):
+    """Delete a waiter; one still queued (not granted) gave up waiting: a timeout on each limit it queued on."""
+    for _, limit_id, name in execute(f"DELETE FROM waiter_limit WHERE waiter_id = ? RETURNING {QUEUED}", (ticket,)):
+        activity.record("timeout", limit_id, name, at=now)
     execute("DELETE FROM waiter WHERE id = ?", (ticket,))
+
+
+def sweep(now, batch):
+    """Delete lapsed waiters (their request and grace are over) and granted ones whose request has read the grant."""
+    stale = [
+        r[0]
+        for r in execute(
+            "SELECT id FROM waiter WHERE expires <= ? OR (granted_at IS NOT NULL AND granted_at <= ?) LIMIT ?",
+            (now, now - 60, batch),
+        ).fetchall()
+    ]
+    if stale:
+        gave_up = execute(
+            f"DELETE FROM waiter_limit WHERE waiter_id IN ({_marks(stale)}) RETURNING {QUEUED}", stale
+        ).fetchall()
+        for _, limit_id, name in sorted(gave_up):  # a granted waiter left its queues at the grant
+            activity.record("timeout", limit_id, name, at=now)
+        execute(f"DELETE FROM waiter WHERE id IN ({_marks(stale)})", stale)
 
 
 def hand_off(limit_ids, now, freed_at=None):
@@ -121,7 +149,8 @@ def hand_off(limit_ids, now, freed_at=None):
         return
     # Each candidate with every limit it queues on (one row per pair), oldest first.
     pairs = execute(
-        "SELECT w.id, w.seq, w.names, w.slots, w.lease_seconds, w.anonymous, w.holder, w.owner, all_wl.limit_id "
+        "SELECT w.id, w.seq, w.names, w.slots, w.lease_seconds, w.anonymous, w.holder, w.owner, w.actor, w.created, "
+        "all_wl.limit_id "
         "FROM waiter w JOIN waiter_limit all_wl ON all_wl.waiter_id = w.id WHERE w.id IN "
         f"(SELECT waiter_id FROM waiter_limit WHERE limit_id IN ({_marks(limit_ids)})) "
         "AND w.granted_at IS NULL AND w.attached = ? AND w.expires > ? ORDER BY w.seq LIMIT ?",
@@ -131,11 +160,11 @@ def hand_off(limit_ids, now, freed_at=None):
         return
     candidates, limits_of = {}, {}
     for row in pairs:
-        candidates.setdefault(row[0], row[:8])
-        limits_of.setdefault(row[0], set()).add(row[8])
+        candidates.setdefault(row[0], row[:10])
+        limits_of.setdefault(row[0], set()).add(row[10])
     considered, blocked, targets, granted = set(limit_ids), set(), {}, {}
     known = {}  # name -> its row as this transaction left it (locked by it), None for a name with no limit
-    for waiter_id, seq, names, slots, lease_seconds, anonymous, holder, owner in candidates.values():
+    for waiter_id, seq, names, slots, lease_seconds, anonymous, holder, owner, actor, created in candidates.values():
         mine = limits_of[waiter_id]
         if mine & blocked:
             continue
@@ -169,7 +198,9 @@ def hand_off(limit_ids, now, freed_at=None):
                 continue
             # Out of the queue at once: the queue scans stay as short as the queue (the row keeps the grant).
             defer("DELETE FROM waiter_limit WHERE waiter_id = ?", (waiter_id,))
-            engine.grant(rows, slots, now, lease_seconds, json.loads(holder) if holder else None, anonymous, lease)
+            queued = (now - created, None if freed_at is None else max(now - freed_at, 0.0))
+            holder_of = json.loads(holder) if holder else None
+            engine.grant(rows, slots, now, lease_seconds, holder_of, anonymous, lease, actor, queued)
             known.update((r.name, r) for r in engine.after_grant(rows, slots, now))
             targets.setdefault(owner, []).append(waiter_id)
             granted[waiter_id] = (lease[0], lease[1], now + lease_seconds if lease[0] else None, freed_at)
@@ -280,8 +311,7 @@ def _cancel(waiter_id):
         return
     if row[3] is not None:
         engine.release(row[3])
-    execute("DELETE FROM waiter_limit WHERE waiter_id = ?", (waiter_id,))
-    execute("DELETE FROM waiter WHERE id = ?", (waiter_id,))
+    _forget(waiter_id, now)
     rows = engine.lock_limits(json.loads(row[0]), now)
     hand_off([r.id for r in rows if r.active], now)
 

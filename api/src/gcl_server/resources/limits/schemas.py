@@ -88,3 +88,26 @@ class IfMatchSchema(Schema):
         unknown = "exclude"
 
     if_match = Str(data_key="If-Match")
+
+
+class ActivityQuerySchema(Schema):
+    limit = fields.Integer(validate=validate.Range(min=1, max=1000), load_default=100)
+    before = fields.Integer(
+        validate=validate.Range(min=1, max=2**63 - 1), metadata={"description": "Only records older than this id"}
+    )
+
+
+class ActivitySchema(Schema):
+    id = fields.Integer()
+    at = fields.String(metadata={"description": "ISO 8601, UTC"})
+    limit_id = fields.String()
+    name = fields.String(allow_none=True)
+    kind = fields.String(
+        metadata={
+            "description": "created, updated, deleted, reset, acquired, released, expired, revoked, timeout, event"
+        }
+    )
+    actor = fields.String(allow_none=True, metadata={"description": '"key:<fingerprint>" or "anonymous"'})
+    lease_id = fields.String(allow_none=True)
+    slots = fields.Integer(allow_none=True)
+    detail = fields.Dict(allow_none=True)

@@ -5,6 +5,7 @@ import time
 from flask import current_app, request
 from flask.views import MethodView
 
+from ... import auth
 from ...auth import Blueprint
 from ...errors import Invalid
 from ...services import slots as engine
@@ -63,7 +64,17 @@ def waiting_options(body, config, environ):
         "max_parked": config["MAX_WAITERS"],
         # gunicorn hands us the client socket: a parked request watches it to leave the queue at a disconnect
         "client": environ.get("gunicorn.socket") if wait else None,
+        "actor": actor_of(config, environ),
     }
+
+
+def actor_of(config, environ):
+    """Who makes the request, as auth.actor() names it; the fast path has no request context: its key's name."""
+    who = auth.actor()
+    if who is not None:
+        return who
+    key = auth.key_of_header(environ.get("HTTP_AUTHORIZATION", ""), config["API_KEYS"])
+    return "anonymous" if key is None else auth.fingerprint(key)
 
 
 RECEIVED = "gcl.received"  # environ key: time.time() when the request reached the application
@@ -115,7 +126,7 @@ def increment_with_lease(body, config, environ):
 
 
 def decrement_with_lease(body, config, environ):
-    engine.release(str(body["lease_id"]), received_at=environ.get(RECEIVED))
+    engine.release(str(body["lease_id"]), received_at=environ.get(RECEIVED), actor=actor_of(config, environ))
 
 
 @blp.route("/increment")
@@ -148,7 +159,9 @@ class Decrement(MethodView):
     def post(self, body):
         """Free slots taken with /increment (clamped at zero)"""
         received_at = request.environ.get(RECEIVED)
-        return _limits(engine.decrement(body["names"], body["slots"], body.get("occupancy_seconds"), received_at))
+        actor = actor_of(current_app.config, request.environ)
+        rows = engine.decrement(body["names"], body["slots"], body.get("occupancy_seconds"), received_at, actor)
+        return _limits(rows)
 
 
 @blp.route("/decrement-with-lease")
@@ -179,7 +192,7 @@ class Lease(MethodView):
     @blp.alt_response(404, description="No such lease")
     def delete(self, lease_id):
         """Revoke a lease: its slots are free at once, its holder's next renewal gets 410"""
-        engine.revoke(str(lease_id))
+        engine.revoke(str(lease_id), actor=auth.actor())
 
 
 @blp.route("/waiters/<uuid:ticket>")
