@@ -15,6 +15,7 @@ def create_app(config=None):
     from .resources.prefect.routes import blp as prefect_blp
     from .resources.slots.routes import blp as slots_blp
     from .services.sweeper import Sweeper
+    from .telemetry import middleware as telemetry
 
     app = Flask(__name__)
     app.config.update(settings.load(config))
@@ -48,6 +49,7 @@ def create_app(config=None):
         from .fast import FastSlots
 
         app.wsgi_app = FastSlots(app, app.wsgi_app)
+    telemetry.install(app)  # outermost: per-route metrics and request logs cover the fast path too
 
     if app.config["SWEEPER"]:
         app.extensions["gcl_sweeper"] = Sweeper(

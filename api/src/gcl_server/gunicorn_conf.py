@@ -19,7 +19,9 @@ keepalive = int(os.environ.get("GCL_KEEPALIVE_SECONDS", "30"))  # an idle kept-a
 accesslog = os.environ.get("GCL_ACCESS_LOG") or None
 access_log_format = _logs.ACCESS_LOG_FORMAT  # without the Basic user name, which may be a key
 loglevel = os.environ.get("GCL_LOG_LEVEL", "info")
-_JSON_LOGS = os.environ.get("GCL_LOG_FORMAT") == "json"
+# GCL_LOG_FORMAT=json: every line gunicorn writes is JSON too, from its first ("Starting gunicorn").
+if os.environ.get("GCL_LOG_FORMAT") == "json":
+    logger_class = "gcl_server.telemetry.logs.JsonLogger"
 wsgi_app = "gcl_server.wsgi:app"
 # gunicorn's control socket lives at one shared path per user: several servers on one host would clobber it.
 control_socket_disable = os.environ.get("GCL_CONTROL_SOCKET", "") == ""
@@ -28,8 +30,6 @@ if not control_socket_disable:
 
 
 def on_starting(server):
-    if _JSON_LOGS:
-        _logs.use_json(loglevel)
     # Prometheus counts of all workers meet in one fresh directory (telemetry/metrics.py).
     server.gcl_metrics_dir = _multiproc.prepare()
     # Migrate once in the master so workers never race on a fresh database.
@@ -41,16 +41,6 @@ def on_starting(server):
     migrate_url(url)
     if url.startswith("sqlite:") and os.environ.get("GCL_SQLITE_WRITER", "1") != "0":
         server.gcl_writer = writer.start()  # workers fork after this and inherit its address
-
-
-def on_reload(server):
-    if _JSON_LOGS:
-        _logs.use_json(loglevel)  # gunicorn's reload set its own formatters again
-
-
-def post_fork(server, worker):
-    if _JSON_LOGS:
-        _logs.use_json(loglevel)
 
 
 def on_exit(server):

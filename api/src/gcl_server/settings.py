@@ -19,11 +19,18 @@ DEFAULTS = {
     "THREADS": 256,
     "MAX_CONTENT_LENGTH": 1024 * 1024,
     "FAST_PATH": True,  # serve plainly valid hot slot requests without Flask (fast.py)
+    "LOG_FORMAT": "text",  # "json": one JSON object per log line, and a line per request (telemetry/logs.py)
 }
 
 
 def _flag(value):
     return value.lower() not in ("0", "false", "no", "off")
+
+
+def _log_format(value):
+    if value not in ("text", "json"):
+        raise ValueError("use text or json")
+    return value
 
 
 # setting -> (environment variable, parser)
@@ -41,6 +48,7 @@ ENVIRONMENT = {
     "MAX_WAITERS": ("GCL_MAX_WAITERS", int),
     "THREADS": ("GCL_THREADS", int),
     "FAST_PATH": ("GCL_FAST_PATH", _flag),
+    "LOG_FORMAT": ("GCL_LOG_FORMAT", _log_format),
 }
 
 

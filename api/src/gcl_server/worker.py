@@ -24,6 +24,7 @@ from gunicorn import glogging, util
 from gunicorn.workers.gthread import ThreadWorker
 
 from . import h1
+from .telemetry.logs import JsonLogger
 
 LINGER_SECONDS = 5.0  # an idle connection goes back to the poller after this long
 RECV_BYTES = 64 * 1024
@@ -52,7 +53,7 @@ class KeepAliveThreadWorker(ThreadWorker):
         )
         return (
             defaults
-            and type(self.log) is glogging.Logger
+            and type(self.log) in (glogging.Logger, JsonLogger)  # JsonLogger only formats: same access log
             and not self.log.access_log_enabled
             and not cfg.is_ssl
             and cfg.proxy_protocol in (False, "off", None)

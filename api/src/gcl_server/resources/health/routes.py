@@ -2,17 +2,14 @@
 
 from flask import Response
 from flask.views import MethodView
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from ...auth import Blueprint
 from ...database import LATEST_VERSION, current_version, db
-from ...services.metrics import LimitsCollector
+from ...telemetry import metrics
 
 blp = Blueprint("health", __name__, url_prefix="/api", description="Health and readiness")
 metrics_blp = Blueprint("metrics", __name__, description="Prometheus metrics")
-
-_registry = CollectorRegistry(auto_describe=False)
-_registry.register(LimitsCollector())
 
 
 @blp.route("/health")
@@ -46,4 +43,4 @@ class Metrics(MethodView):
     @metrics_blp.response(200)
     def get(self):
         """Prometheus metrics, computed from the database (the same on every worker and node)"""
-        return Response(generate_latest(_registry), mimetype=CONTENT_TYPE_LATEST)
+        return Response(metrics.scrape(), mimetype=CONTENT_TYPE_LATEST)
