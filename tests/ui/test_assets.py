@@ -159,3 +159,27 @@ def test_limit_detail_shows_lease_ids_to_admin_keys_only(app, keyed):
         assert body["leases"][0]["lease_id"] is None and body["leases"][0]["slots"] == 2
         assert lease not in str(body)
     assert keyed.get("/api/ui/limits/nope", headers=bearer("rd")).status_code == 404
+
+
+def test_limit_detail_carries_recent_activity_and_the_achieved_rate(app, keyed):
+    app.config["API_KEYS"] = {}
+    open_client = app.test_client()
+    _create(open_client, "paced", 10, slot_decay_per_second=1.0)
+    _create(open_client, "plain", 3)
+    for _ in range(3):
+        response = open_client.post(
+            "/api/v2/concurrency_limits/increment", json={"names": ["paced"], "slots": 2, "mode": "rate_limit"}
+        )
+        assert response.status_code == 200
+    lease = _acquire(open_client, "plain", 1)
+    body = open_client.get("/api/ui/limits/paced").get_json()
+    assert [a["kind"] for a in body["activity"]] == ["acquired", "acquired", "acquired", "created"]
+    buckets = body["rate"]["buckets"]
+    assert body["rate"]["bucket_seconds"] == 10 and 1 <= len(buckets) <= 31
+    assert sum(b["slots"] for b in buckets) == 6 and buckets[-1]["rate"] > 0
+    assert open_client.get("/api/ui/limits/plain").get_json()["rate"] is None  # no decay: no rate to chart
+    app.config["API_KEYS"] = dict(KEYS)
+    admin = keyed.get("/api/ui/limits/plain", headers=bearer("adm")).get_json()
+    assert admin["activity"][0]["kind"] == "acquired" and admin["activity"][0]["lease_id"] == lease
+    reader = keyed.get("/api/ui/limits/plain", headers=bearer("rd")).get_json()
+    assert lease not in str(reader)

@@ -129,9 +129,11 @@ def test_manage_a_limit_and_watch_an_sdk_holder(browser, ui_server, holder_proce
 
     # Revoke from the page: the lease goes, and the SDK's strict holder is told its lease is lost.
     page.find("#leases-body [data-action=revoke]").click()
-    page.confirm("nightly-etl", "loses 2 slot(s)")
+    page.confirm("nightly-etl", "loses 2 slots")
     page.absent("#leases-body tr")
     assert wait_for_line(holder, "lost:"), "the SDK holder was not told its lease is gone"
+    page.text_in("#activity", "revoked")  # the server's own record, newest first
+    assert page.find("#activity li .kind").text == "revoked"
 
     # Edit: a bad value gets the API's message beside its field; a good one shows in the settings.
     page.find("#edit-limit").click()
@@ -242,6 +244,11 @@ def test_a_rate_limit_shows_its_exact_decaying_occupancy(browser, ui_server):
     page.wait(lambda d: page.row(name).text != first, message="the decaying occupancy did not move")
     page.row(name).find_element(By.LINK_TEXT, name).click()
     page.text_in("#settings", "Rate limit")
+    # Achieved against configured rate, from the activity store's grants: 8 slots admitted just now.
+    chart = page.find("#rate-chart svg")
+    assert "configured 1 per second" in chart.get_attribute("aria-label")
+    assert page.find("#rate-chart polyline.achieved").get_attribute("points")
+    page.text_in("#activity", "acquired")
 
 
 def test_page_weight_and_self_contained_assets(browser, ui_server):

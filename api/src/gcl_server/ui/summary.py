@@ -1,9 +1,11 @@
 """Read-only figures for the web UI: one page of limits, or one limit with its leases and queue, in a few queries."""
 
+import math
 import time
 
 import peewee
 
+from .. import activity
 from ..database import execute
 from ..models import ConcurrencyLimit
 from ..services import limits as limits_service
@@ -14,6 +16,9 @@ from ..services import waiting
 SQL_SORTS = {"name": ConcurrencyLimit.name, "limit": ConcurrencyLimit.limit, "updated": ConcurrencyLimit.updated}
 LIVE_SORTS = ("occupancy", "fill", "queued")
 SORTS = (*SQL_SORTS, *LIVE_SORTS)
+ACTIVITY_SHOWN = 50
+RATE_BUCKET_SECONDS = 10
+RATE_WINDOW_SECONDS = 300
 
 
 def _marks(values):
@@ -95,7 +100,42 @@ def detail(id_or_name, with_lease_ids, now=None):
         avg_slot_occupancy_seconds=limit.avg_slot_occupancy_seconds,
     )
     leases = engine.leases_of(limit.id)
+    records = activity.history(limit.id, limit=ACTIVITY_SHOWN)
     if not with_lease_ids:  # a lease id is a capability: shown to admin keys only
-        for lease in leases:
-            lease["lease_id"] = None
-    return {"now": now, "limit": row, "leases": leases, "waiters": waiting.queue_of(limit.id)}
+        for item in (*leases, *records):
+            item["lease_id"] = None
+    return {
+        "now": now,
+        "limit": row,
+        "leases": leases,
+        "waiters": waiting.queue_of(limit.id),
+        "activity": records,
+        "rate": achieved_rate(limit.id, now) if limit.slot_decay_per_second > 0 else None,
+    }
+
+
+def achieved_rate(limit_id, now):
+    """Slots admitted per second in 10 s buckets over the last 5 minutes, from the activity store's grants.
+
+    The store keeps a bounded number of records per limit: when the oldest one kept is younger than the window,
+    the series starts at it rather than show the pruned time as idle."""
+    first = math.floor((now - RATE_WINDOW_SECONDS) / RATE_BUCKET_SECONDS) + 1
+    rows = execute(
+        "SELECT at, slots FROM activity WHERE limit_id = ? AND kind = ? AND at >= ?",
+        (limit_id, "acquired", first * RATE_BUCKET_SECONDS),
+    ).fetchall()
+    oldest = execute("SELECT MIN(at) FROM activity WHERE limit_id = ?", (limit_id,)).fetchone()[0]
+    if oldest is not None and oldest > first * RATE_BUCKET_SECONDS:
+        first = max(first, math.floor(oldest / RATE_BUCKET_SECONDS))
+    last = math.floor(now / RATE_BUCKET_SECONDS)
+    slots = dict.fromkeys(range(first, last + 1), 0)
+    for at, count in rows:
+        bucket = math.floor(at / RATE_BUCKET_SECONDS)
+        if bucket in slots:
+            slots[bucket] += count or 0
+    buckets = []
+    for bucket, count in slots.items():
+        start = bucket * RATE_BUCKET_SECONDS
+        seconds = min(RATE_BUCKET_SECONDS, max(now - start, 1.0))  # the current bucket is still filling
+        buckets.append({"start": start, "slots": count, "rate": count / seconds})
+    return {"bucket_seconds": RATE_BUCKET_SECONDS, "buckets": buckets}

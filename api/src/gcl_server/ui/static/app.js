@@ -43,6 +43,7 @@
   const rtf = new Intl.RelativeTimeFormat(undefined, { numeric: "auto", style: "short" });
   const num = (n) => (Number.isInteger(n) ? intFmt.format(n) : decFmt.format(n));
   const serverNow = () => Date.now() + state.skew;
+  const plural = (n, word) => `${intFmt.format(n)} ${word}${n === 1 ? "" : "s"}`;
 
   function relative(iso) {
     if (!iso) return "—";
@@ -377,7 +378,7 @@
     setText(c.limit, intFmt.format(limit.limit));
     updateOccupancy(c.occ, limit);
     setText(c.decay, limit.slot_decay_per_second ? num(limit.slot_decay_per_second) : "—");
-    setText(c.queue, limit.queued ? `${intFmt.format(limit.queued)} (${intFmt.format(limit.queued_slots)} slots)` : "0");
+    setText(c.queue, limit.queued ? `${intFmt.format(limit.queued)} (${plural(limit.queued_slots, "slot")})` : "0");
     updateTime(c.updated, limit.updated);
     for (const button of row.querySelectorAll("[data-action]")) {
       button.setAttribute("aria-label", `${button.textContent} ${limit.name}`);
@@ -482,14 +483,15 @@
       else setText(dd, value);
     });
     updateOccupancy(occ, limit);
-    setText(document.getElementById("occ-note"),
-      `${intFmt.format(data.leases.length)} lease(s), ${intFmt.format(limit.queued)} waiting for ${intFmt.format(limit.queued_slots)} slot(s).`);
+    setText(document.getElementById("occ-note"), `${plural(data.leases.length, "lease")}; ` +
+      (limit.queued ? `${plural(limit.queued, "request")} waiting for ${plural(limit.queued_slots, "slot")}.` : "nobody waiting."));
     const toggle = document.getElementById("toggle-limit");
     if (toggle) setText(toggle, limit.active ? "Disable" : "Enable");
 
     syncRows(document.getElementById("leases-body"), data.leases, (l) => l.lease_id || `t${l.fencing_token}`,
       createLeaseRow, updateLeaseRow);
     document.getElementById("no-leases").hidden = data.leases.length > 0;
+    document.getElementById("leases").parentElement.hidden = !data.leases.length;
     syncRows(document.getElementById("waiters-body"), data.waiters, (w) => `${w.waiting_since}|${w.slots}|${JSON.stringify(w.holder)}`,
       () => h("tr", {}, h("td", { class: "num" }), h("td", { class: "num" }), h("td"), h("td", {}, timeEl(null)), h("td")),
       (row, w) => {
@@ -500,6 +502,7 @@
         setText(row.children[4], w.attached ? "yes" : "re-asking");
       });
     document.getElementById("no-waiters").hidden = data.waiters.length > 0;
+    document.getElementById("waiters").parentElement.hidden = !data.waiters.length;
     renderActivity(data.activity);
     renderRate(limit, data.rate);
   }
@@ -535,13 +538,16 @@
         setText(li.children[0], e.kind);
         updateTime(li.children[1], e.at);
         const parts = [];
-        if (e.slots) parts.push(`${intFmt.format(e.slots)} slot(s)`);
-        if (e.actor) parts.push(`by ${e.actor}`);
-        if (e.detail && e.detail.before && e.detail.after) {
-          for (const [k, v] of Object.entries(e.detail.after)) {
-            if (JSON.stringify(e.detail.before[k]) !== JSON.stringify(v)) parts.push(`${k}: ${e.detail.before[k]} → ${v}`);
+        const d = e.detail || {};
+        if (e.slots) parts.push(plural(e.slots, "slot"));
+        if (d.fencing_token !== undefined) parts.push(`token ${d.fencing_token}`);
+        if (d.wait_seconds) parts.push(`waited ${decFmt.format(d.wait_seconds)} s`);
+        if (d.before && d.after) {
+          for (const [k, v] of Object.entries(d.after)) {
+            if (JSON.stringify(d.before[k]) !== JSON.stringify(v)) parts.push(`${k}: ${d.before[k]} → ${v}`);
           }
         }
+        if (e.actor && e.actor !== "anonymous") parts.push(`by ${e.actor}`);
         setText(li.children[2], parts.join(" · "));
       });
     if (!entries.length && !list.nextElementSibling) list.after(h("p", { class: "empty" }, "Nothing recorded yet."));
@@ -732,7 +738,7 @@
   function confirmRevoke(lease) {
     confirmAction({
       title: "Revoke this lease?",
-      text: `${holderText(lease.holder)} loses ${lease.slots} slot(s) on ${lease.names.join(", ")} now. Its next renewal is told the lease is gone (a strict holder stops its work; others warn). The fencing token ${lease.fencing_token} stays spent.`,
+      text: `${holderText(lease.holder)} loses ${plural(lease.slots, "slot")} on ${lease.names.join(", ")} now. Its next renewal is told the lease is gone (a strict holder stops its work; others warn). The fencing token ${lease.fencing_token} stays spent.`,
       button: "Revoke lease",
       run: async () => {
         await api("DELETE", `${LIMITS}/leases/${encodeURIComponent(lease.lease_id)}`);
