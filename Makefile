@@ -10,6 +10,7 @@ HAS_PROVIDER := $(wildcard terraform-provider/GNUmakefile)
 PREFECT_VENV ?= .venv-prefect
 PREFECT_STAMP := $(PREFECT_VENV)/.installed-$(shell sha1sum tests/prefect/requirements.txt | cut -c1-12)
 PG_INITDB := $(firstword $(wildcard /usr/lib/postgresql/*/bin/initdb))
+PGBOUNCER := $(firstword $(wildcard /usr/sbin/pgbouncer))
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 # Deploy checks (tests/ops): pinned builds from the Go module proxy, kept per version in .tools/bin.
 TOOLS_BIN := .tools/bin
@@ -35,10 +36,11 @@ $(PREFECT_STAMP): tests/prefect/requirements.txt
 	$(PREFECT_VENV)/bin/python -m pip install -q -r tests/prefect/requirements.txt
 	@rm -f $(PREFECT_VENV)/.installed-* && touch $@
 
-## PostgreSQL server binaries for the tests (tests/pg.py runs a throwaway cluster from them); Debian/Ubuntu.
+## PostgreSQL server binaries (with pg_stat_statements) and PgBouncer for the tests and the bench (tests/pg.py runs
+## a throwaway cluster and pooler from them; neither is started as a service); Debian/Ubuntu.
 postgres:
-	@test -n "$(PG_INITDB)" || { $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends postgresql; }
+	@test -n "$(PG_INITDB)" -a -n "$(PGBOUNCER)" || { $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends postgresql pgbouncer; }
 
 ## Headless Chromium and its WebDriver from Debian's packages for the browser tests (tests/ui); Debian/Ubuntu.
 chromium:

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from tests.bench import plot, report
+from tests.bench.fleet import SCENARIOS as FLEET_SCENARIOS
 from tests.bench.ablation import ablation
 from tests.bench.harness import Backends, cpu_share, loadavg, machine
 from tests.bench.scenarios import SCENARIOS, Context
@@ -22,7 +23,9 @@ from tests.bench.scenarios import SCENARIOS, Context
 RESULTS = Path(__file__).resolve().parent / "results"
 SCENARIOS = {**SCENARIOS, "ablation": ablation}  # SQLite only: the writer it switches off exists there only
 # PostgreSQL runs the same scenarios but for the 10 000-limit scale test (SQLite is the targeted default).
-PG_SCENARIOS = ("uncontended", "contended", "mixed", "rate", "waiters")
+PG_SCENARIOS = ("uncontended", "contended", "mixed", "rate", "waiters", *FLEET_SCENARIOS)
+# Several nodes on one database, PgBouncer and PostgreSQL's own statistics: PostgreSQL only.
+SCENARIOS = {**SCENARIOS, **FLEET_SCENARIOS}
 
 
 def main(argv=None):
@@ -77,6 +80,8 @@ def main(argv=None):
                 if only and name not in only:
                     continue
                 if backend != "sqlite" and name not in PG_SCENARIOS:
+                    continue
+                if backend == "sqlite" and name in FLEET_SCENARIOS:
                     continue
                 print(f"[{backend}] {name} ...", flush=True)
                 t0 = time.perf_counter()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from tests.bench import fleet
+
 from tests.bench.ablation import table as ablation_table
 
 
@@ -126,7 +128,7 @@ def targets(run):
         if "health_probe_failures" in w:
             what = "500 waiters: GET /api/health probes failed meanwhile"
             check(what, "5 s timeout, every 0.25 s", w["health_probe_failures"], "≤", 0, info=True)
-    return rows
+    return rows + fleet.targets(run)
 
 
 def markdown(data):
@@ -202,6 +204,8 @@ def summary_counts(rows):
 
 
 def _details(name, res):
+    if name in fleet.SCENARIOS:
+        return fleet.details(name, res)
     if name == "uncontended":
         rows = []
         for key, label in (

@@ -189,7 +189,7 @@ class PostgresNotifier:
         self.registry = Registry()
         self.address = f"pg:{socket.gethostname()}:{os.getpid()}"
         self._pid = os.getpid()
-        self._params = dict(database=database.database, **database.connect_params)
+        self._params = dict(database=database.database, **getattr(database, "listen_params", database.connect_params))
         self._thread = threading.Thread(target=self._listen, name="gcl-wakeups", daemon=True)
         self._thread.start()
 
