@@ -76,6 +76,9 @@ def main(out):
         for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,900"):
             options.add_argument(arg)
         driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+        # No bar caught half-way through its animation.
+        reduced = {"features": [{"name": "prefers-reduced-motion", "value": "reduce"}]}
+        driver.execute_cdp_cmd("Emulation.setEmulatedMedia", reduced)
         try:
             scene(server)
             wait = WebDriverWait(driver, 10)

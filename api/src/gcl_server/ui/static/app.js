@@ -426,7 +426,7 @@
       h("section", { class: "panel", "aria-labelledby": "queue-h" },
         h("h2", { id: "queue-h" }, "Waiting queue"),
         h("div", { class: "table-wrap" }, h("table", { id: "waiters" },
-          h("thead", {}, h("tr", {}, ["#", "Slots", "Holder", "Waiting since", "Connected"].map((t) => h("th", { scope: "col" }, t)))),
+          h("thead", {}, h("tr", {}, ["#", "Slots", "Holder", "Waiting since", "Connected"].map((t, i) => h("th", { scope: "col", class: i < 2 ? "num" : null }, t)))),
           waitersBody)),
         h("p", { class: "empty", id: "no-waiters" }, "Nobody is waiting.")),
       h("section", { class: "panel chart", id: "rate-panel", "aria-labelledby": "rate-h", hidden: true },
