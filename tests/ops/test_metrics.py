@@ -1,9 +1,11 @@
 """/metrics under load from a real server (2 gunicorn workers): every count matches what the clients did."""
 
 import json
+import re
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 
 import requests
 from prometheus_client.parser import text_string_to_metric_families
@@ -136,3 +138,15 @@ def test_metrics_count_what_the_clients_did(server_factory):
     # Both workers served (their JSON request lines carry their pids), so the sums above crossed processes.
     lines = [json.loads(line) for line in server.log_path.read_text().splitlines() if line.startswith("{")]
     assert len({line["pid"] for line in lines if line["logger"] == "gcl.access"}) == 2
+
+
+def test_dashboard_queries_only_metrics_the_server_exposes(client):
+    dashboard = json.loads((Path(__file__).resolve().parents[2] / "deploy/grafana/gcl-dashboard.json").read_text())
+    exposed = {family.name for family in text_string_to_metric_families(client.get("/metrics").get_data(as_text=True))}
+    queries = [target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", [])]
+    queries += [variable["definition"] for variable in dashboard["templating"]["list"] if "definition" in variable]
+    used = {re.sub(r"_(bucket|count|sum|total)$", "", name) for q in queries for name in re.findall(r"\bgcl_\w+", q)}
+    assert used and used <= exposed, used - exposed
+    documented = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    for name in exposed:  # every metric is in the README's table
+        assert name in documented, name
