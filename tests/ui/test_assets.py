@@ -1,5 +1,6 @@
 """The UI's server side without a browser: versioned cached assets, vendored files intact, scopes, compact reads."""
 
+import gzip
 import hashlib
 import re
 from pathlib import Path
@@ -183,3 +184,14 @@ def test_limit_detail_carries_recent_activity_and_the_achieved_rate(app, keyed):
     assert admin["activity"][0]["kind"] == "acquired" and admin["activity"][0]["lease_id"] == lease
     reader = keyed.get("/api/ui/limits/plain", headers=bearer("rd")).get_json()
     assert lease not in str(reader)
+
+
+def test_text_assets_travel_gzipped_when_the_browser_takes_it(client):
+    for url in asset_urls(client.get("/api/docs").get_data(as_text=True)):
+        name = re.match(r"/ui/static/[0-9a-f]{12}/(.+)", url).group(1)
+        with client.get(url, headers={"Accept-Encoding": "gzip, deflate, br"}) as packed:
+            assert packed.headers["Content-Encoding"] == "gzip" and "Accept-Encoding" in packed.headers["Vary"]
+            assert gzip.decompress(packed.data) == (STATIC / name).read_bytes()
+            assert packed.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+        with client.get(url) as plain:
+            assert "Content-Encoding" not in plain.headers and plain.data == (STATIC / name).read_bytes()

@@ -265,8 +265,10 @@ def test_page_weight_and_self_contained_assets(browser, ui_server):
     assert all(url.startswith(server.root) for url, _, _ in entries), entries
     first_load = [e for e in entries if "/api/ui/limits" not in e[0]]
     weight = sum(size for _, size, _ in first_load)
-    print(f"\nfirst load: {weight} bytes over the wire in {len(first_load)} requests")
-    assert weight < 80_000, first_load
+    print(f"\nfirst load: {weight} bytes over the wire in {len(first_load)} requests:")
+    for url, size, body in first_load:
+        print(f"  {size:7} bytes ({body} body) {url.removeprefix(server.root)}")
+    assert weight < 40_000, first_load  # 18 kB when measured (gzip); the data refresh itself is not counted
 
 
 def test_swagger_ui_is_served_here_and_authorizes_with_the_tabs_key(browser, ui_server):

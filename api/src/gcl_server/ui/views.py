@@ -1,16 +1,19 @@
 """The web UI's HTML shell, its static assets (URLs carry a content hash) and a self-hosted Swagger UI."""
 
 import functools
+import gzip
 import hashlib
+import mimetypes
 from pathlib import Path
 
-from flask import abort, make_response, render_template, send_from_directory, url_for
+from flask import abort, make_response, render_template, request, send_from_directory, url_for
 
 from .. import auth
 
 STATIC = Path(__file__).parent / "static"
 SWAGGER_UI = "vendor/swagger-ui-5.35.0"
 YEAR = 365 * 24 * 3600
+COMPRESSIBLE = (".js", ".css", ".svg")
 
 # The shell runs only its own script: no inline code, nothing from another origin.
 SHELL_CSP = (
@@ -68,13 +71,25 @@ def docs():
     return _page("docs.html", DOCS_CSP, swagger=SWAGGER_UI)
 
 
+@functools.cache
+def gzipped(filename):
+    """The asset compressed once per process (Swagger UI's bundle: 1.7 MB -> ~0.5 MB over the wire)."""
+    return gzip.compress((STATIC / filename).read_bytes(), compresslevel=9, mtime=0)
+
+
 @shell.get("/ui/static/<string:version>/<path:filename>")
 def static_asset(version, filename):
     try:
         current = asset_version(filename)
     except (FileNotFoundError, ValueError):
         abort(404)
-    response = send_from_directory(STATIC, filename, max_age=0)
+    if filename.endswith(COMPRESSIBLE) and "gzip" in request.accept_encodings:
+        response = make_response(gzipped(filename))
+        response.mimetype = mimetypes.guess_type(filename)[0] or "application/octet-stream"
+        response.content_encoding = "gzip"
+    else:
+        response = send_from_directory(STATIC, filename, max_age=0)
+    response.vary.add("Accept-Encoding")
     response.headers["X-Content-Type-Options"] = "nosniff"
     if version == current:
         response.headers["Cache-Control"] = f"public, max-age={YEAR}, immutable"
