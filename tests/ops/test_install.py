@@ -190,7 +190,8 @@ def test_serve_as_the_image_does(installed):
         else:
             pytest.fail("the Dockerfile's HEALTHCHECK never passed")
         base = f"http://127.0.0.1:{port}/api"
-        assert requests.get(f"{base}/ready", timeout=5).json()["status"] == "ready"
+        ready = requests.get(f"{base}/ready", timeout=5).json()
+        assert ready["status"] == "ready" and ready["version"] == _version("api")
         created = requests.post(f"{base}/v2/concurrency_limits/", json={"name": "anywhere", "limit": 2}, timeout=5)
         assert created.status_code == 201
         assert (data / "gcl.db").exists()  # GCL_DATA_DIR, not the repository's data/

@@ -7,6 +7,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from ...auth import Blueprint
 from ...database import LATEST_VERSION, current_version, db
 from ...telemetry import metrics
+from ...version import VERSION
 
 blp = Blueprint("health", __name__, url_prefix="/api", description="Health and readiness")
 metrics_blp = Blueprint("metrics", __name__, description="Prometheus metrics")
@@ -34,7 +35,7 @@ class Ready(MethodView):
             return {"status": "unavailable", "reason": type(exc).__name__}, 503
         if version != LATEST_VERSION:
             return {"status": "migrating", "schema_version": version, "expected": LATEST_VERSION}, 503
-        return {"status": "ready", "schema_version": version, "database": db.obj.dialect.name}
+        return {"status": "ready", "schema_version": version, "database": db.obj.dialect.name, "version": VERSION}
 
 
 @metrics_blp.route("/metrics")
