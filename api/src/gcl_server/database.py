@@ -194,6 +194,28 @@ def pgcode(exc):
     return None
 
 
+# admin_shutdown, crash_shutdown, cannot_connect_now: the server is stopping, restarting or starting up.
+UNAVAILABLE_CODES = frozenset(("57P01", "57P02", "57P03"))
+
+
+def database_unavailable(exc):
+    """True when exc says PostgreSQL could not be reached or dropped the connection (a restart, a failover, a cut
+    network): class 08 and 57P01-03, or a psycopg2 connection error that carries no SQLSTATE (refused, closed). The
+    request is not at fault: it is answered 503 + Retry-After, never 500. (A COMMIT cut off this way may have landed:
+    the client retries; the SDK with its ticket, which finds such a grant.)"""
+    code = pgcode(exc)
+    if code is not None:
+        return code.startswith("08") or code in UNAVAILABLE_CODES
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, (psycopg2.OperationalError, psycopg2.InterfaceError)):
+            return True
+        inner = exc.args[0] if exc.args and isinstance(exc.args[0], BaseException) else None
+        exc = getattr(exc, "orig", None) or inner or exc.__cause__ or exc.__context__
+    return False
+
+
 def open_database(url=None):
     """Create (not connect) a peewee database for a DATABASE_URL."""
     url = url or default_database_url("data")
@@ -403,6 +425,14 @@ MIGRATIONS = [
             ],
             "CREATE INDEX activity_limit ON activity (limit_id, id)",
             "ALTER TABLE waiter ADD COLUMN actor VARCHAR(255)",
+        ],
+    ),
+    (
+        4,
+        "idempotent acquire: the ticket a lease was granted under",
+        [
+            "ALTER TABLE lease ADD COLUMN ticket VARCHAR(36)",
+            "CREATE INDEX lease_ticket ON lease (ticket) WHERE ticket IS NOT NULL",
         ],
     ),
 ]

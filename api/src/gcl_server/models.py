@@ -38,6 +38,7 @@ class Lease(BaseModel):
     token = peewee.BigIntegerField()
     holder = peewee.TextField(null=True)
     anonymous = peewee.BooleanField(default=False)
+    ticket = peewee.CharField(max_length=36, null=True)  # the client's queue_ticket: a retried acquire finds it
 
     class Meta:
         table_name = "lease"

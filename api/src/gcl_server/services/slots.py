@@ -215,10 +215,13 @@ def new_lease(rows, now, lease_seconds, anonymous):
     return str(uuid.uuid4()), execute(db.obj.dialect.next_token_sql()).fetchone()[0]
 
 
-def grant(rows, slots, now, lease_seconds=None, holder=None, anonymous=False, lease=None, actor=None, queued=None):
+def grant(
+    rows, slots, now, lease_seconds=None, holder=None, anonymous=False, lease=None, actor=None, queued=None, ticket=None
+):
     """Occupy slots on every active row: decaying limits in their pool, the others in a lease.
 
-    queued: (seconds waited, seconds since the request that freed the slots arrived or None) for a hand-off."""
+    queued: (seconds waited, seconds since the request that freed the slots arrived or None) for a hand-off;
+    ticket: the request's queue ticket, kept with the lease so a retried request finds this grant."""
     active = [r for r in rows if r.active]
     for r in active:
         if r.rate > 0:
@@ -232,8 +235,8 @@ def grant(rows, slots, now, lease_seconds=None, holder=None, anonymous=False, le
     if lease_id is None:
         return result
     defer(
-        "INSERT INTO lease (id, slots, acquired, expires, duration, token, holder, anonymous) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO lease (id, slots, acquired, expires, duration, token, holder, anonymous, ticket) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             lease_id,
             slots,
@@ -243,6 +246,7 @@ def grant(rows, slots, now, lease_seconds=None, holder=None, anonymous=False, le
             token,
             json.dumps(holder) if holder else None,
             anonymous,
+            ticket,
         ),
     )
     for r in active:
@@ -293,18 +297,23 @@ def _acquire_tx(
     rows = lock_limits(names, now)
     validate(rows, slots, mode)
     active_ids = [r.id for r in rows if r.active]
-    if ticket and wait_seconds > 0:
-        state = waiting.reattach(ticket, now + wait_seconds, now, owner)
-        if state == "granted":
-            return waiting.granted(ticket)
+    if ticket:  # a first request, or a retry (after a 503, a broken connection, a wait that ended): which?
+        state = waiting.reattach(ticket, minimal(rows), now + wait_seconds, now, owner, park=wait_seconds > 0)
+        if isinstance(state, Grant):
+            return state  # the grant it already has: never a second one
         if state == "waiting":
             waiting.hand_off(active_ids, now)
             return Queued(ticket, minimal(rows), slots)
+        if state == "kept":  # queued, and this request may not park: its place stays
+            return Refused(MIN_RETRY_AFTER, ticket)
         if state == "withdrawn":  # its client gave up already: never park it
             return Refused(MIN_RETRY_AFTER)
     in_the_way = blocked(rows, slots, now)
     if not in_the_way and not waiting.queued_ahead(active_ids, now):
-        return grant(rows, slots, now, lease_seconds, holder, anonymous, actor=actor)
+        result = grant(rows, slots, now, lease_seconds, holder, anonymous, actor=actor, ticket=ticket)
+        if ticket and result.lease_id is None:
+            waiting.record_grant(ticket, names, slots, mode, now)  # no lease to carry the ticket: a row of its own
+        return result
     record_denied(rows, slots, now)  # refused, or queued: either way these slots were not free for it
     if wait_seconds <= 0 or waiter_id is None:
         return Refused(retry_after(in_the_way, slots, now))

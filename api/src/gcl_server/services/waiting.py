@@ -82,33 +82,57 @@ def enqueue(
     return waiter_id
 
 
-def reattach(ticket, deadline, now, owner=None):
-    """Re-issued request: 'granted', 'waiting' (place kept), 'withdrawn', or None (a new ticket, or a lapsed one)."""
-    if execute("SELECT 1 FROM waiter WHERE id = ?", (ticket,)).fetchone() is None:
+# What a ticket already has, in one statement: a live lease granted under it (directly or handed over), and its
+# waiter row (queued, granted, withdrawn) with the live expiry of that row's lease.
+TICKET = (
+    "SELECT l.id, l.token, l.expires, w.names, w.slots, w.granted_at, w.lease_id, w.token, wl.expires, w.expires "
+    "FROM (SELECT CAST(? AS VARCHAR(36)) AS t) q LEFT JOIN lease l ON l.ticket = q.t AND l.expires > ? "
+    "LEFT JOIN waiter w ON w.id = q.t LEFT JOIN lease wl ON wl.id = w.lease_id"
+)
+GRANT_RECORD_SECONDS = 60.0  # a grant without a lease (a rate limit) is found by its retry this long
+
+
+def reattach(ticket, limits, deadline, now, owner=None, park=True):
+    """A request carrying a ticket: the Grant it already has (a live lease, or a lease-less grant), 'waiting' (its
+    place kept and attached again), 'kept' (queued, but this request may not park), 'withdrawn', or None (a new
+    ticket; a lapsed one; one whose grant's lease has ended: it asks anew). `limits` as the request sees them."""
+    row = execute(TICKET, (ticket, now)).fetchone()
+    if row[0] is not None:
+        return engine.Grant(limits=limits, lease_id=row[0], token=row[1], expires=row[2])
+    names, slots, granted_at, lease_id, token, _, expires = row[3:]
+    if names is None:
         return None  # the common case: a first request
-    cursor = execute(
-        "UPDATE waiter SET attached = ?, owner = ?, expires = ? "
-        "WHERE id = ? AND granted_at IS NULL AND expires > ? AND slots > 0",
-        (True, owner or notify.notifier().address, deadline + GRACE_SECONDS, ticket, now),
-    )
-    if cursor.rowcount:
-        return "waiting"
-    row = _waiter(ticket)
-    if row is None:
-        return None
-    if row[2] is not None:
-        if not _lease_lost(row, now):
-            return "granted"
+    if granted_at is not None:
+        if lease_id is None:
+            return engine.Grant(limits=limits, token=token)
         # Its grant was committed but never heard (the server died before answering, or the connection broke),
         # and the lease has since expired, or was revoked or reset: its slots may belong to others now. Handing
         # it back would admit the client over the limit; the ticket queues anew instead, like a new request.
         _forget(ticket)
         return None
-    if row[1] == 0:
+    if slots == 0:
         return "withdrawn"
+    if expires > now:
+        if not park:
+            return "kept"
+        attached = execute(
+            "UPDATE waiter SET attached = ?, owner = ?, expires = ? WHERE id = ? AND granted_at IS NULL",
+            (True, owner or notify.notifier().address, deadline + GRACE_SECONDS, ticket),
+        ).rowcount
+        # PostgreSQL: a hand-off on another node may have granted it since the read: read it again.
+        return "waiting" if attached else reattach(ticket, limits, deadline, now, owner, park)
     # Lapsed (its request and grace are over) and not swept yet: its place is lost, the ticket queues anew.
     _forget(ticket, now)
     return None
+
+
+def record_grant(ticket, names, slots, mode, now):
+    """A lease-less grant made at once under a ticket, kept so that its retried request finds it."""
+    defer(
+        "INSERT INTO waiter (id, seq, names, slots, mode, owner, attached, expires, created, granted_at) "
+        "VALUES (?, 0, ?, ?, ?, '', ?, ?, ?, ?)",
+        (ticket, json.dumps(sorted(set(names))), slots, mode, False, now + GRANT_RECORD_SECONDS, now, now),
+    )
 
 
 # A deleted waiter_limit row: the waiter, its limit and the limit's name (for the activity record).
@@ -200,7 +224,7 @@ def hand_off(limit_ids, now, freed_at=None):
             defer("DELETE FROM waiter_limit WHERE waiter_id = ?", (waiter_id,))
             queued = (now - created, None if freed_at is None else max(now - freed_at, 0.0))
             holder_of = json.loads(holder) if holder else None
-            engine.grant(rows, slots, now, lease_seconds, holder_of, anonymous, lease, actor, queued)
+            engine.grant(rows, slots, now, lease_seconds, holder_of, anonymous, lease, actor, queued, waiter_id)
             known.update((r.name, r) for r in engine.after_grant(rows, slots, now))
             targets.setdefault(owner, []).append(waiter_id)
             granted[waiter_id] = (lease[0], lease[1], now + lease_seconds if lease[0] else None, freed_at)
@@ -255,10 +279,6 @@ def _grant_of(row, limits=None):
         )
         limits = [engine.MinimalLimit(*r) for r in cursor.fetchall()]
     return engine.Grant(limits=limits, lease_id=row[3], token=row[4], expires=row[5])
-
-
-def granted(waiter_id):
-    return _grant_of(_waiter(waiter_id))
 
 
 @transactional

@@ -31,7 +31,8 @@ class IncrementSchema(_NamesSlots):
         metadata={
             "description": "The caller's place in the queue: a UUID the client chooses (so it can withdraw with "
             "DELETE /waiters/{ticket} before it hears back) or the one a 423 returned. Re-issuing with it within 5 s "
-            "keeps the place."
+            "keeps the place; re-sending an acquire with it while its lease lives returns that same grant (idempotent "
+            "retries)."
         },
     )
 
@@ -47,7 +48,7 @@ class IncrementWithLeaseSchema(IncrementSchema):
 
 
 class DecrementSchema(_NamesSlots):
-    occupancy_seconds = Number(validate=validate.Range(min=0))
+    occupancy_seconds = Number(validate=validate.Range(min=0, max=1e9))  # Prefect sends it; GCL ignores it
     create_if_missing = Bool()
 
 
