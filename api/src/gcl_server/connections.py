@@ -59,8 +59,10 @@ def _answer(code, reason, message, headers=""):
     return head.encode("latin-1") + body
 
 
+BAD = "bad"  # ready(): the body's framing is broken
 BUSY = _answer(503, "Service Unavailable", "Too many connections to this server; retry shortly.", "Retry-After: 1\r\n")
 TOO_SLOW = _answer(408, "Request Timeout", "The request did not arrive in time.")
+MALFORMED = _answer(400, "Bad Request", "Invalid request: the body's framing is malformed.")
 
 
 class _Progress:
@@ -83,9 +85,10 @@ class _Progress:
 
 
 def ready(data):
-    """Whether a thread may take the request at the start of `data`: True when it is whole (or malformed, for
-    gunicorn to refuse, or its body is one a thread must read: large or behind 100-continue); False while the
-    request is still arriving."""
+    """Whether a thread may take the request at the start of `data`: True when it is whole (or its head is malformed,
+    for gunicorn to refuse, or its body is one a thread must read: large or behind 100-continue); False while the
+    request is still arriving; BAD when its body's framing is broken (a bad chunk size, say), which would leave a
+    thread waiting for bytes that never come."""
     if len(data) >= BUFFERED_BYTES:
         return True
     progress = _Progress()
@@ -95,7 +98,8 @@ def ready(data):
     except httptools.HttpParserUpgrade:
         return True
     except httptools.HttpParserError:
-        return True  # gunicorn answers it (400): everything it needs to say so is here
+        # A malformed head: gunicorn answers it (400), and everything it needs to say so is here.
+        return BAD if progress.head else True
     return progress.complete or (progress.head and progress.expect)
 
 
@@ -173,7 +177,10 @@ class GuardedWorker(KeepAliveThreadWorker):
             data = conn.parser.unreader.buf.getvalue()  # read ahead already (pipelining)
             conn.parser.unreader.buf.seek(0)
             conn.parser.unreader.buf.truncate()
-        if data and ready(data):
+        state = ready(data) if data else False
+        if state is BAD:
+            return self._close(conn, MALFORMED)
+        if state:
             return self._dispatch(conn, data)
         conn.sock.setblocking(False)
         reading = _Reading(conn, data, time.monotonic() + self.head_timeout)
@@ -196,9 +203,13 @@ class GuardedWorker(KeepAliveThreadWorker):
             self._close(conn)
             return
         reading.data += chunk
-        if ready(reading.data):
+        state = ready(reading.data)
+        if state:
             self._stop_reading(reading)
-            self._dispatch(conn, reading.data)
+            if state is BAD:
+                self._close(conn, MALFORMED)
+            else:
+                self._dispatch(conn, reading.data)
 
     def _stop_reading(self, reading):
         fileno = reading.conn.sock.fileno()
@@ -246,7 +257,8 @@ class GuardedWorker(KeepAliveThreadWorker):
             return super()._handle_next(conn)
         unreader = conn.parser.unreader
         data = unreader.buf.getvalue()
-        if not ready(data):
+        state = ready(data)
+        if not state:
             try:
                 chunk = conn.sock.recv(RECV_BYTES, socket.MSG_DONTWAIT)  # worker.py saw it readable, or read ahead
             except BlockingIOError:
@@ -259,10 +271,15 @@ class GuardedWorker(KeepAliveThreadWorker):
             unreader.buf.seek(0)
             unreader.buf.truncate()
             unreader.unread(data)
-            if not ready(data):
+            state = ready(data)
+            if not state:
                 # Not True: the thread stops lingering, and gthread's finish_request passes the connection (with its
                 # bytes in the unreader) to enqueue_req, which reads the rest on the poller.
                 return PARKED
+        if state is BAD:
+            with contextlib.suppress(OSError):
+                conn.sock.sendall(MALFORMED)
+            return False
         return super()._handle_next(conn)
 
 

@@ -3,6 +3,7 @@
 import logging
 
 from flask import jsonify
+from gunicorn.http.errors import NoMoreData, ParseException
 from marshmallow import INCLUDE, Schema, fields
 from werkzeug.exceptions import HTTPException, InternalServerError
 
@@ -158,11 +159,20 @@ def _first_error(errors, path=()):
 def handle_unexpected(error):
     if isinstance(error, HTTPException):
         return handle_http_exception(error)
-    if isinstance(error, (RecursionError, UnicodeError)):
-        # The JSON decoder's own limits (absurd nesting, undecodable text): the body is bad input.
+    if isinstance(error, (RecursionError, UnicodeError)) or _digits_limit(error):
+        # The JSON decoder's own limits (absurd nesting, undecodable text, an integer of more than 4300 digits):
+        # the body is bad input.
         return envelope(400, "Bad Request", "Invalid request: the JSON body cannot be decoded.")
+    if isinstance(error, (ParseException, NoMoreData)):
+        # Raised by gunicorn while the application reads a body whose framing is broken (a bad chunk size, a
+        # missing terminator, a body cut short): bad input, not a server fault.
+        return envelope(400, "Bad Request", f"Invalid request: the body is malformed ({type(error).__name__}).")
     log.exception("unhandled error")
     return envelope(500, "Internal Server Error", "Internal server error.")
+
+
+def _digits_limit(error):
+    return isinstance(error, ValueError) and "integer string conversion" in str(error)
 
 
 def register(app):

@@ -41,6 +41,8 @@ def _is_int(value, low, high):
 
 
 def _is_number(value, low=-math.inf):
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 2**1023:
+        return False  # beyond any float (math.isfinite would raise): Flask's schema refuses it (422)
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= low
 
 

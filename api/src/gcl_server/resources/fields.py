@@ -20,9 +20,15 @@ class Int(fields.Integer):
 
 class Number(fields.Float):
     def _deserialize(self, value, attr, data, **kwargs):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValidationError("Must be a finite number.")
-        return float(value)
+        try:
+            value = float(value)  # an int beyond any float raises OverflowError
+        except OverflowError:
+            raise ValidationError("Must be a finite number.") from None
+        if not math.isfinite(value):
+            raise ValidationError("Must be a finite number.")
+        return value
 
 
 class Bool(fields.Boolean):

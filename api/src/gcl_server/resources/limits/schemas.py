@@ -43,7 +43,7 @@ class LimitPutSchema(Schema):
 
 
 class LimitFilterSchema(Schema):
-    offset = Int(validate=validate.Range(min=0), load_default=0)
+    offset = Int(validate=validate.Range(min=0, max=2**63 - 1), load_default=0)  # the database's integers
     limit = Int(validate=validate.Range(min=1, max=200), load_default=200)
     names = fields.List(Str(), validate=validate.Length(max=1000))
     name_prefix = Str(validate=validate.Length(max=255))
