@@ -63,21 +63,26 @@ def chromium():
 
 
 @pytest.fixture
-def browser(chromium, request, tmp_path):
-    """The shared Chromium with a clean tab state; a screenshot and the page source land in tmp_path on failure."""
+def browser(chromium, ui_server, request, tmp_path):
+    """The shared Chromium with a clean tab state; a screenshot, the page and its console land in tmp_path on failure.
+
+    It asks for ui_server so the page is closed before the test's servers stop (no poll cut off mid-request)."""
     chromium.delete_all_cookies()
     yield chromium
     report = getattr(request.node, "report_call", None)
+    console = chromium.get_log("browser")
     if report is not None and report.failed:
         shot = tmp_path / "failure.png"
         chromium.save_screenshot(str(shot))
         (tmp_path / "failure.html").write_text(chromium.page_source)
-        logs = "\n".join(str(entry) for entry in chromium.get_log("browser"))
+        logs = "\n".join(str(entry) for entry in console)
         (tmp_path / "console.log").write_text(logs)
         print(f"\nscreenshot: {shot}\nbrowser console:\n{logs}")
     if chromium.current_url.startswith("http"):
         chromium.execute_script("sessionStorage.clear()")
     chromium.get("about:blank")
+    script_errors = [entry["message"] for entry in console if entry.get("source") == "javascript"]
+    assert not script_errors, f"the page's script failed: {script_errors}"
 
 
 @pytest.fixture
