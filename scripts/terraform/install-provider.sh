@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Put a built provider into the local filesystem mirror and write the CLI config that uses it,
-# so `terraform init` finds prefecthq/prefect offline.
+# so `terraform init` finds gcl/prefect (the project's namespace) offline.
 #
 # Usage: scripts/terraform/install-provider.sh BINARY VERSION [REPO_ROOT]
 # Result (REPO_ROOT/.tools is git-ignored):
-#   .tools/terraform-mirror/registry.terraform.io/prefecthq/prefect/VERSION/OS_ARCH/terraform-provider-prefect_vVERSION
+#   .tools/terraform-mirror/registry.terraform.io/gcl/prefect/VERSION/OS_ARCH/terraform-provider-prefect_vVERSION
 #   .tools/terraformrc   -> use with TF_CLI_CONFIG_FILE=.tools/terraformrc
 # Idempotent: files are replaced only when their content changes.
 set -euo pipefail
@@ -14,7 +14,7 @@ version="${2:?usage: install-provider.sh BINARY VERSION [REPO_ROOT]}"
 root="$(cd "${3:-$(dirname "$0")/../..}" && pwd)"
 os_arch="$(go env GOOS)_$(go env GOARCH)"
 mirror="$root/.tools/terraform-mirror"
-address="registry.terraform.io/prefecthq/prefect"
+address="registry.terraform.io/gcl/prefect"
 target="$mirror/$address/$version/$os_arch/terraform-provider-prefect_v$version"
 config="$root/.tools/terraformrc"
 

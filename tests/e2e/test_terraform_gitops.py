@@ -76,7 +76,7 @@ def test_gitops_apply_hold_update_destroy(terraform_cli, server_factory, tmp_pat
     tf = Terraform(workdir, server.url)
 
     init = tf.run("init", "-input=false")
-    assert "prefecthq/prefect" in init.stdout
+    assert "gcl/prefect" in init.stdout
 
     tf.run("apply", "-auto-approve", "-input=false")
     limits = server_limits(server)

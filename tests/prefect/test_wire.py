@@ -104,3 +104,16 @@ def test_events_socket_wants_an_upgrade(client):
     response = client.get("/api/events/in")
     assert response.status_code == 400
     assert response.json["message"]  # werkzeug refuses a plain request to a WebSocket route
+
+
+def test_prefect_events_are_kept_once_per_event_id(app, client):
+    from gcl_server.services import external_events
+
+    limit_id = client.post(f"{BASE}/", json={"name": "db", "limit": 2}).json["id"]
+    event = {"limit_id": limit_id, "slots": 1, "detail": {"event": "prefect.concurrency-limit.acquired", "id": "e1"}}
+    elsewhere = {**event, "limit_id": "no-such-limit"}
+    with app.app_context():
+        assert external_events.record([event, elsewhere], "anonymous") == 1
+        assert external_events.record([event], "anonymous") == 0  # a resend after a reconnect
+    kept = [r for r in client.get(f"{BASE}/db/activity").json if r["kind"] == "event"]
+    assert [(r["slots"], r["detail"]["id"], r["actor"]) for r in kept] == [(1, "e1", "anonymous")]

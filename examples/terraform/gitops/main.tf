@@ -3,7 +3,7 @@ terraform {
   required_version = ">= 1.5"
   required_providers {
     prefect = {
-      source = "prefecthq/prefect"
+      source = "gcl/prefect"
     }
   }
 }

@@ -74,6 +74,8 @@ func (d *GlobalConcurrencyLimitDataSource) Schema(_ context.Context, _ datasourc
 				MarkdownDescription: "Creation time (RFC 3339).",
 				Computed:            true,
 			},
+			"account_id":   ignoredDataSourceAttribute("Prefect Cloud account id"),
+			"workspace_id": ignoredDataSourceAttribute("Prefect Cloud workspace id"),
 			"updated": schema.StringAttribute{
 				MarkdownDescription: "Time of the last change to the managed fields (RFC 3339).",
 				Computed:            true,
@@ -122,4 +124,12 @@ func (d *GlobalConcurrencyLimitDataSource) Read(ctx context.Context, req datasou
 	}
 	cfg.fromAPI(current)
 	resp.Diagnostics.Append(resp.State.Set(ctx, &cfg)...)
+}
+
+func ignoredDataSourceAttribute(what string) schema.StringAttribute {
+	return schema.StringAttribute{
+		MarkdownDescription: "The " + what + " of the official provider; accepted and ignored (GCL has no " +
+			"accounts or workspaces).",
+		Optional: true,
+	}
 }

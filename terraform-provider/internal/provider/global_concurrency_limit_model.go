@@ -22,6 +22,9 @@ type globalConcurrencyLimitModel struct {
 	DeniedSlots        types.Int64   `tfsdk:"denied_slots"`
 	Created            types.String  `tfsdk:"created"`
 	Updated            types.String  `tfsdk:"updated"`
+	// Accepted so configurations written for the official provider apply unchanged; GCL has neither.
+	AccountID   types.String `tfsdk:"account_id"`
+	WorkspaceID types.String `tfsdk:"workspace_id"`
 }
 
 // spec returns the managed fields only: runtime counters are never sent.
@@ -45,6 +48,15 @@ func (m *globalConcurrencyLimitModel) fromAPI(l *client.Limit) {
 	m.DeniedSlots = types.Int64Value(l.DeniedSlots)
 	m.Created = types.StringValue(l.Created)
 	m.Updated = types.StringValue(l.Updated)
+}
+
+// fromAPIKeeping is fromAPI, except that a configured active_slots stays as configured (see activeSlotsKey).
+func (m *globalConcurrencyLimitModel) fromAPIKeeping(l *client.Limit, keepActiveSlots bool) {
+	configured := m.ActiveSlots
+	m.fromAPI(l)
+	if keepActiveSlots && !configured.IsUnknown() && !configured.IsNull() {
+		m.ActiveSlots = configured
+	}
 }
 
 // clientFrom unwraps provider data handed to Configure of a resource or data source.

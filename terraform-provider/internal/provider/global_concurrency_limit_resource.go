@@ -9,6 +9,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework-validators/float64validator"
 	"github.com/hashicorp/terraform-plugin-framework-validators/int64validator"
 	"github.com/hashicorp/terraform-plugin-framework-validators/stringvalidator"
+	"github.com/hashicorp/terraform-plugin-framework/diag"
 	"github.com/hashicorp/terraform-plugin-framework/path"
 	"github.com/hashicorp/terraform-plugin-framework/resource"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema"
@@ -17,6 +18,8 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/planmodifier"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/stringplanmodifier"
 	"github.com/hashicorp/terraform-plugin-framework/schema/validator"
+	"github.com/hashicorp/terraform-plugin-framework/tfsdk"
+	"github.com/hashicorp/terraform-plugin-framework/types"
 
 	"github.com/gcl/terraform-provider-prefect/internal/client"
 )
@@ -51,8 +54,10 @@ func (r *GlobalConcurrencyLimitResource) Schema(_ context.Context, _ resource.Sc
 	resp.Schema = schema.Schema{
 		MarkdownDescription: "A global concurrency limit: a named pool of slots shared by every process that " +
 			"acquires it. With `slot_decay_per_second > 0` it acts as a rate limit. Runtime counters " +
-			"(`active_slots`, `denied_slots`) are read-only: holding slots never makes a plan dirty, and " +
-			"applying never resets them. Import by id or by name.",
+			"(`active_slots`, `denied_slots`) are never sent: holding slots never makes a plan dirty, and " +
+			"applying never resets them. Every argument of the official provider's resource is accepted " +
+			"(`active_slots`, `account_id`, `workspace_id` are kept in state and otherwise ignored), so its " +
+			"configurations apply unchanged. Import by id or by name.",
 		Attributes: map[string]schema.Attribute{
 			"id": schema.StringAttribute{
 				MarkdownDescription: "Server-assigned UUID of the limit.",
@@ -89,8 +94,23 @@ func (r *GlobalConcurrencyLimitResource) Schema(_ context.Context, _ resource.Sc
 				Validators: []validator.Float64{float64validator.AtLeast(0)},
 			},
 			"active_slots": schema.Int64Attribute{
-				MarkdownDescription: "Slots occupied when last read (runtime, read-only, never sent).",
-				Computed:            true,
+				MarkdownDescription: "Slots occupied when last read (runtime, never sent). Accepted as an argument " +
+					"for configurations written for the official provider: then state keeps the configured " +
+					"value (no diff while slots are held, and an apply never resets them); read the live " +
+					"count with the data source.",
+				Optional:   true,
+				Computed:   true,
+				Validators: []validator.Int64{int64validator.AtLeast(0)},
+			},
+			"account_id": schema.StringAttribute{
+				MarkdownDescription: "The official provider's Prefect Cloud account id: accepted and ignored " +
+					"(GCL has no accounts).",
+				Optional: true,
+			},
+			"workspace_id": schema.StringAttribute{
+				MarkdownDescription: "The official provider's Prefect Cloud workspace id: accepted and ignored " +
+					"(GCL has no workspaces).",
+				Optional: true,
 			},
 			"denied_slots": schema.Int64Attribute{
 				MarkdownDescription: "Recently denied slot requests when last read (runtime, read-only, never sent).",
@@ -125,6 +145,7 @@ func (r *GlobalConcurrencyLimitResource) Create(ctx context.Context, req resourc
 	if resp.Diagnostics.HasError() {
 		return
 	}
+	configured := activeSlotsConfigured(ctx, req.Config, &resp.Diagnostics)
 	created, err := r.client.CreateLimit(ctx, plan.spec())
 	if errors.Is(err, client.ErrConflict) {
 		name := plan.Name.ValueString()
@@ -138,7 +159,10 @@ func (r *GlobalConcurrencyLimitResource) Create(ctx context.Context, req resourc
 		resp.Diagnostics.AddError("Unable to create global concurrency limit", err.Error())
 		return
 	}
-	plan.fromAPI(created)
+	plan.fromAPIKeeping(created, configured)
+	if resp.Private != nil {
+		resp.Diagnostics.Append(resp.Private.SetKey(ctx, activeSlotsKey, privateFlag(configured))...)
+	}
 	resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
 }
 
@@ -159,7 +183,13 @@ func (r *GlobalConcurrencyLimitResource) Read(ctx context.Context, req resource.
 		resp.Diagnostics.AddError("Unable to read global concurrency limit", err.Error())
 		return
 	}
-	state.fromAPI(current)
+	var configured []byte
+	if req.Private != nil {
+		var diags diag.Diagnostics
+		configured, diags = req.Private.GetKey(ctx, activeSlotsKey)
+		resp.Diagnostics.Append(diags...)
+	}
+	state.fromAPIKeeping(current, string(configured) == "true")
 	resp.Diagnostics.Append(resp.State.Set(ctx, &state)...)
 }
 
@@ -171,6 +201,7 @@ func (r *GlobalConcurrencyLimitResource) Update(ctx context.Context, req resourc
 	if resp.Diagnostics.HasError() {
 		return
 	}
+	configured := activeSlotsConfigured(ctx, req.Config, &resp.Diagnostics)
 	updated, err := r.client.UpdateLimit(ctx, state.ID.ValueString(), plan.spec())
 	switch {
 	case errors.Is(err, client.ErrConflict):
@@ -186,7 +217,10 @@ func (r *GlobalConcurrencyLimitResource) Update(ctx context.Context, req resourc
 		resp.Diagnostics.AddError("Unable to update global concurrency limit", err.Error())
 		return
 	}
-	plan.fromAPI(updated)
+	plan.fromAPIKeeping(updated, configured)
+	if resp.Private != nil {
+		resp.Diagnostics.Append(resp.Private.SetKey(ctx, activeSlotsKey, privateFlag(configured))...)
+	}
 	resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
 }
 
@@ -206,4 +240,25 @@ func (r *GlobalConcurrencyLimitResource) Delete(ctx context.Context, req resourc
 // ImportState accepts an id or a name; Read resolves it and stores the real id.
 func (r *GlobalConcurrencyLimitResource) ImportState(ctx context.Context, req resource.ImportStateRequest, resp *resource.ImportStateResponse) {
 	resource.ImportStatePassthroughID(ctx, path.Root("id"), req, resp)
+}
+
+// activeSlotsKey marks, in the resource's private state, that the configuration sets active_slots (as
+// configurations written for the official provider do): state then keeps the configured value, since a
+// runtime count that differs from it would be a perpetual diff.
+const activeSlotsKey = "active_slots_configured"
+
+func activeSlotsConfigured(ctx context.Context, config tfsdk.Config, diags *diag.Diagnostics) bool {
+	if config.Schema == nil {
+		return false // no configuration given (a bare request, as in unit tests)
+	}
+	var value types.Int64
+	diags.Append(config.GetAttribute(ctx, path.Root("active_slots"), &value)...)
+	return !value.IsNull()
+}
+
+func privateFlag(set bool) []byte {
+	if set {
+		return []byte("true")
+	}
+	return []byte("false")
 }

@@ -18,8 +18,9 @@ import (
 	"github.com/gcl/terraform-provider-prefect/internal/client"
 )
 
-// Address is the provider's source address, the same as Prefect's so user configs look alike.
-const Address = "registry.terraform.io/prefecthq/prefect"
+// Address is the provider's source address: the project's own namespace, type "prefect", so resources keep
+// the names of the official provider's (prefecthq/prefect) and a configuration switches by its source line.
+const Address = "registry.terraform.io/gcl/prefect"
 
 // Environment variables read when the configuration leaves an attribute out, first match wins.
 var (
@@ -36,8 +37,11 @@ type PrefectProvider struct {
 
 // PrefectProviderModel is the provider block.
 type PrefectProviderModel struct {
-	Endpoint types.String `tfsdk:"endpoint"`
-	APIKey   types.String `tfsdk:"api_key"`
+	Endpoint     types.String `tfsdk:"endpoint"`
+	APIKey       types.String `tfsdk:"api_key"`
+	BasicAuthKey types.String `tfsdk:"basic_auth_key"`
+	AccountID    types.String `tfsdk:"account_id"`
+	WorkspaceID  types.String `tfsdk:"workspace_id"`
 }
 
 // New returns a constructor for the provider, as providerserver expects.
@@ -57,11 +61,14 @@ func (p *PrefectProvider) Metadata(_ context.Context, _ provider.MetadataRequest
 func (p *PrefectProvider) Schema(_ context.Context, _ provider.SchemaRequest, resp *provider.SchemaResponse) {
 	resp.Schema = schema.Schema{
 		MarkdownDescription: "Manages global concurrency limits and rate limits on a **GCL** control plane, " +
-			"which speaks Prefect's `/api/v2/concurrency_limits` API. The source address is `prefecthq/prefect`, " +
-			"so configurations look like those written for Prefect.",
+			"which speaks Prefect's `/api/v2/concurrency_limits` API. Its type is `prefect` and its source " +
+			"address `gcl/prefect`: a configuration written for the official provider (`prefecthq/prefect`) " +
+			"switches by its `source` line alone, since every argument of the official provider block and of " +
+			"`prefect_global_concurrency_limit` is accepted.",
 		Attributes: map[string]schema.Attribute{
 			"endpoint": schema.StringAttribute{
-				MarkdownDescription: "Base URL of the control plane API, including the `/api` suffix. " +
+				MarkdownDescription: "Base URL of the control plane API. `/api` is appended when missing " +
+					"(as the official provider does: `http://host:4280` and `http://host:4280/api` are the same). " +
 					"Falls back to the `GCL_API_URL` then `PREFECT_API_URL` environment variables, then to `" +
 					client.DefaultEndpoint + "`.",
 				Optional: true,
@@ -72,6 +79,22 @@ func (p *PrefectProvider) Schema(_ context.Context, _ provider.SchemaRequest, re
 					"environment variables.",
 				Optional:  true,
 				Sensitive: true,
+			},
+			"basic_auth_key": schema.StringAttribute{
+				MarkdownDescription: "The official provider's basic-auth key for a Prefect server: accepted and " +
+					"ignored (GCL authenticates with `api_key` only). Not read from the environment.",
+				Optional:  true,
+				Sensitive: true,
+			},
+			"account_id": schema.StringAttribute{
+				MarkdownDescription: "The official provider's default Prefect Cloud account id: accepted and ignored " +
+					"(GCL has no accounts).",
+				Optional: true,
+			},
+			"workspace_id": schema.StringAttribute{
+				MarkdownDescription: "The official provider's default Prefect Cloud workspace id: accepted and " +
+					"ignored (GCL has no workspaces).",
+				Optional: true,
 			},
 		},
 	}
@@ -116,7 +139,7 @@ func (p *PrefectProvider) Configure(ctx context.Context, req provider.ConfigureR
 	}
 
 	c, err := client.New(client.Config{
-		Endpoint:   endpoint,
+		Endpoint:   withAPISuffix(endpoint),
 		APIKey:     apiKey,
 		UserAgent:  "terraform-provider-prefect-gcl/" + p.version,
 		MaxRetries: 4,
@@ -159,5 +182,18 @@ func (p *PrefectProvider) Resources(_ context.Context) []func() resource.Resourc
 
 // DataSources lists the data source types.
 func (p *PrefectProvider) DataSources(_ context.Context) []func() datasource.DataSource {
-	return []func() datasource.DataSource{NewGlobalConcurrencyLimitDataSource}
+	return []func() datasource.DataSource{NewGlobalConcurrencyLimitDataSource, NewWorkspaceDataSource}
+}
+
+// withAPISuffix reads an endpoint as the official provider does: `/api` is appended when missing, and a
+// Prefect Cloud URL's `/api/accounts/<id>/workspaces/<id>` path is cut back to `/api`.
+func withAPISuffix(endpoint string) string {
+	trimmed := strings.TrimRight(strings.TrimSpace(endpoint), "/")
+	if i := strings.Index(trimmed, "/api/accounts/"); i >= 0 {
+		return trimmed[:i] + "/api"
+	}
+	if strings.HasSuffix(trimmed, "/api") {
+		return trimmed
+	}
+	return trimmed + "/api"
 }

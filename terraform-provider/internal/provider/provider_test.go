@@ -41,9 +41,9 @@ func runTests(m *testing.M) int {
 	if os.Getenv("TF_ACC") == "" {
 		return m.Run() // unit tests only; resource.Test skips acceptance tests itself
 	}
-	// Configs say source = "prefecthq/prefect", as users write them.
+	// Configs say source = "gcl/prefect", as users write them.
 	if os.Getenv("TF_ACC_PROVIDER_NAMESPACE") == "" {
-		_ = os.Setenv("TF_ACC_PROVIDER_NAMESPACE", "prefecthq")
+		_ = os.Setenv("TF_ACC_PROVIDER_NAMESPACE", "gcl")
 	}
 	if os.Getenv("TF_ACC_TERRAFORM_PATH") == "" {
 		fmt.Fprintln(os.Stderr, "TF_ACC_TERRAFORM_PATH is not set: run `make -C terraform-provider testacc` "+
@@ -86,7 +86,7 @@ func testAccConfig(endpoint, body string) string {
 terraform {
   required_providers {
     prefect = {
-      source = "prefecthq/prefect"
+      source = "gcl/prefect"
     }
   }
 }
@@ -194,7 +194,7 @@ resource "prefect_global_concurrency_limit" "x" {
   limit = 1
 }
 `, name)
-	noEndpoint := "terraform {\n  required_providers {\n    prefect = { source = \"prefecthq/prefect\" }\n  }\n}\n"
+	noEndpoint := "terraform {\n  required_providers {\n    prefect = { source = \"gcl/prefect\" }\n  }\n}\n"
 	resource.Test(t, resource.TestCase{
 		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
 		CheckDestroy:             testAccCheckDestroyed,
@@ -245,7 +245,7 @@ resource "prefect_global_concurrency_limit" "x" {
 				Config: `
 terraform {
   required_providers {
-    prefect = { source = "prefecthq/prefect" }
+    prefect = { source = "gcl/prefect" }
   }
 }
 resource "terraform_data" "later" {
@@ -268,7 +268,7 @@ func TestAccProvider_apiKey(t *testing.T) {
 		return fmt.Sprintf(`
 terraform {
   required_providers {
-    prefect = { source = "prefecthq/prefect" }
+    prefect = { source = "gcl/prefect" }
   }
 }
 provider "prefect" {
