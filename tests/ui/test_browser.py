@@ -6,6 +6,7 @@ import uuid
 
 import pytest
 from selenium.common.exceptions import StaleElementReferenceException
+from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as ec
@@ -288,3 +289,44 @@ def test_swagger_ui_is_served_here_and_authorizes_with_the_tabs_key(browser, ui_
     page.text_in(".live-responses-table tbody .response-col_status", "200")
     entries = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
     assert all(url.startswith(server.root) for url in entries), entries
+
+
+UNLABELLED = """
+return [...document.querySelectorAll('input, select, textarea, button, a[href], [role=img]')]
+  .filter(el => el.offsetParent !== null || el.closest('dialog[open]'))
+  .filter(el => !((el.labels && el.labels.length) || el.getAttribute('aria-label')
+                  || el.getAttribute('aria-labelledby') || el.textContent.trim()))
+  .map(el => el.outerHTML.slice(0, 120));
+"""
+
+
+def test_every_control_is_labelled_and_reachable_with_the_keyboard(browser, ui_server):
+    server = ui_server()
+    api = Api(server)
+    name = unique("kb")
+    api.create(name, 2, slot_decay_per_second=0.5)
+    api.acquire(name, 1, holder={"type": "test", "id": "k"})
+    page = Page(browser, server)
+    page.open("/")
+    page.row(name)
+    assert browser.execute_script(UNLABELLED) == []
+    # Tab from the top of the page reaches the search box, a sort button, the limit's link, its switch, its actions.
+    browser.execute_script("document.activeElement.blur()")
+    reached = []
+    for _ in range(25):
+        ActionChains(browser).send_keys(Keys.TAB).perform()
+        el = browser.switch_to.active_element
+        reached.append(el.get_attribute("id") or el.get_attribute("aria-label") or el.text.lower())
+    for wanted in ("new-limit", "search", "name", name, f"Active: {name}", f"Edit {name}", f"Delete {name}"):
+        assert wanted in reached, (wanted, reached)
+    # The limit's page and the dialogs: labelled too; Escape closes a dialog.
+    page.row(name).find_element(By.LINK_TEXT, name).send_keys(Keys.ENTER)
+    page.text_in("#leases-body", "test k")
+    page.find("#rate-chart svg")
+    assert browser.execute_script(UNLABELLED) == []
+    page.find("#edit-limit").send_keys(Keys.ENTER)
+    page.visible("#limit-dialog")
+    assert browser.execute_script(UNLABELLED) == []
+    browser.switch_to.active_element.send_keys(Keys.ESCAPE)
+    page.wait(lambda d: not d.find_element(By.ID, "limit-dialog").get_attribute("open"))
+    assert browser.switch_to.active_element.get_attribute("id") == "edit-limit"  # focus goes back where it was

@@ -690,7 +690,7 @@
     if (first) first.focus();
   }
 
-  function confirmAction({ title, text, button, run }) {
+  function confirmAction({ title, text, button, run, after }) {
     const dialog = document.getElementById("confirm-dialog");
     setText(document.getElementById("confirm-title"), title);
     setText(document.getElementById("confirm-text"), text);
@@ -702,6 +702,7 @@
       try {
         await run();
         dialog.close();
+        if (after) after();
         refreshCurrent();
       } catch (e) {
         if (e.status === 401) return dialog.close();
@@ -732,6 +733,10 @@
         await api("DELETE", limitPath(limit.id));
         announce(`${limit.name} deleted.`);
         if (location.pathname.startsWith("/ui/limits/")) navigate("/", false);
+      },
+      after: () => {
+        const search = document.getElementById("search"); // the row and its button are gone: focus stays usable
+        if (search) search.focus();
       },
     });
   }
