@@ -74,6 +74,8 @@ test: $(STAMP) lint openapi-check $(if $(HAS_PROVIDER),provider) test-py test-pg
 lint: $(STAMP)
 	$(BIN)/ruff check $(PY_DIRS)
 	$(BIN)/ruff format --check $(PY_DIRS)
+	$(BIN)/mypy --strict sdk-python/src
+	$(BIN)/lint-imports --config pyproject.toml
 
 fmt: $(STAMP)
 	$(BIN)/ruff check --fix $(PY_DIRS)

@@ -65,10 +65,10 @@ def run(url, n):
     variants = {
         "raw requests (kept-alive session)": lambda: raw_sync(session, url, name),
         "raw requests (new session each)": lambda: raw_sync(requests.Session(), url, name),
-        "gcl.sync.concurrency (default: own session)": sdk_sync_default,
+        "gcl.sync.concurrency (default: one per thread)": sdk_sync_default,
         "gcl.sync.concurrency (client=Client)": sdk_sync_client,
         "raw httpx.AsyncClient (kept alive)": lambda: loop.run_until_complete(raw_async(hx, url, name)),
-        "gcl.asyncio.concurrency (default: own client)": lambda: loop.run_until_complete(sdk_async(None)),
+        "gcl.asyncio.concurrency (default: one per loop)": lambda: loop.run_until_complete(sdk_async(None)),
         "gcl.asyncio.concurrency (client=AsyncClient)": lambda: loop.run_until_complete(sdk_async(aclient)),
     }
     samples = {label: [] for label in variants}
@@ -79,6 +79,7 @@ def run(url, n):
             samples[label].append(timed(fn))
     loop.run_until_complete(hx.aclose())
     loop.run_until_complete(aclient.aclose())
+    loop.run_until_complete(loop.shutdown_asyncgens())  # closes the loop's default client
     loop.close()
     admin.delete(name)
     admin.close()

@@ -252,7 +252,7 @@ def uncontended(ctx):
     out = {"cycles": cycles, "blocks": blocks}
     try:
         from gcl import Client
-        from gcl.client import pool_for
+        from gcl._transport import pool_for
         from gcl.sync import concurrency
     except ImportError as exc:
         Client = concurrency = pool_for = None
@@ -334,7 +334,7 @@ def _env_once(url):
     """A requests.Session as the SDK makes one when a proxy applies: what requests would read from the environment
     on every call (proxy and CA-bundle variables, ~/.netrc) read once."""
     try:
-        from gcl.client import session_for
+        from gcl._transport import session_for
     except ImportError:
         session = requests.Session()
         session.trust_env = False

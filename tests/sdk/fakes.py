@@ -2,7 +2,7 @@
 
 import threading
 
-from gcl._base import Response
+from gcl._wire import Response
 
 
 class ParkedTransport:

@@ -9,7 +9,7 @@ import gcl
 import pytest
 import requests
 import trustme
-from gcl import _base as gbase
+from gcl import _wire
 from gcl import sync as gsync
 
 from tests.conftest import Server
@@ -180,10 +180,10 @@ def test_the_sync_transport_sends_json_and_refuses_non_finite_numbers(live_serve
     name = unique()
     with gcl.Client(live_server.url) as client:
         transport = client.transport
-        resp = transport.send(gbase.Request("POST", "/v2/concurrency_limits/", json={"name": name, "limit": 3}))
+        resp = transport.send(_wire.Request("POST", "/v2/concurrency_limits/", json={"name": name, "limit": 3}))
         assert resp.status == 201 and resp.body["limit"] == 3
         with pytest.raises(ValueError):
-            transport.send(gbase.Request("POST", "/v2/concurrency_limits/", json={"name": name, "limit": float("nan")}))
+            transport.send(_wire.Request("POST", "/v2/concurrency_limits/", json={"name": name, "limit": float("nan")}))
         assert client.read(name).limit == 3
         client.delete(name)
 

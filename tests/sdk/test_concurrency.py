@@ -7,6 +7,7 @@ import time
 
 import gcl
 import pytest
+from gcl import _context
 from gcl import asyncio as gasync
 from gcl import sync as gsync
 
@@ -352,7 +353,7 @@ def test_cancellation_at_any_point_leaks_nothing_async(admin, make_limit):
             except TimeoutError:
                 gave_up += 1
         for _ in range(500):  # clean-ups of abandoned grants finish in the background
-            if not gasync._BACKGROUND:
+            if not _context.BACKGROUND:
                 break
             await asyncio.sleep(0.01)
         return gave_up
@@ -389,7 +390,7 @@ def test_a_forked_child_does_not_send_on_its_parents_connection(make_limit, gcl_
 
     def local_ports():
         """The local ports of the kept-alive connections of this thread's default client."""
-        queue = list(gsync.default_client((None, None)).transport._pool.pool.queue)
+        queue = list(_context.default_client(None, None).transport._pool.pool.queue)
         return {conn.sock.getsockname()[1] for conn in queue if conn is not None and conn.sock is not None}
 
     with gsync.concurrency(name, strict=True):  # the default client now keeps a connection alive

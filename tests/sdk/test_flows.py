@@ -1,16 +1,17 @@
-"""Unit tests of the sans-I/O core (no server): config, parsing, retry decisions, the acquire flow, drivers."""
+"""Unit tests of the sans-I/O core (no server): config, wire messages, retry decisions, the flows, the drivers."""
 
 import asyncio
+import logging
 import os
 import signal
 import threading
 
 import pytest
-from gcl import _base
-from gcl._base import AcquireSpec, Call, Response, Sleep
-from gcl.aio import run_async
-from gcl.asyncio import _ShieldedSender
-from gcl.client import run_sync
+from gcl import _config, _context, _flows, _wire
+from gcl._context import GuardedSender, ShieldedSender
+from gcl._flows import Call, Sleep
+from gcl._transport import run_async, run_sync
+from gcl._wire import AcquireSpec, Response
 from gcl.errors import (
     AcquireConcurrencySlotTimeoutError,
     ConcurrencySlotAcquisitionError,
@@ -19,7 +20,6 @@ from gcl.errors import (
     NotFoundError,
     ServerError,
 )
-from gcl.sync import _GuardedSender
 
 from .fakes import ParkedTransport
 
@@ -64,34 +64,34 @@ def drive(flow, answers, clock=None):
 
 def test_config_precedence_explicit_env_default():
     env = {"GCL_API_URL": "http://env:1/api/", "GCL_API_KEY": "k-env"}
-    assert _base.resolve_config("http://x/api", "k", env) == _base.Config("http://x/api", "k")
-    assert _base.resolve_config(None, None, env) == _base.Config("http://env:1/api", "k-env")
-    assert _base.resolve_config(None, None, {}) == _base.Config(_base.DEFAULT_API_URL, None)
-    assert _base.auth_headers(_base.Config("u", "k")) == {"Authorization": "Bearer k"}
+    assert _config.resolve_config("http://x/api", "k", env) == _config.Config("http://x/api", "k")
+    assert _config.resolve_config(None, None, env) == _config.Config("http://env:1/api", "k-env")
+    assert _config.resolve_config(None, None, {}) == _config.Config(_config.DEFAULT_API_URL, None)
+    assert _config.auth_headers(_config.Config("u", "k")) == {"Authorization": "Bearer k"}
 
 
 def test_normalize_names_and_missing():
-    assert _base.normalize_names("db") == ["db"]
-    assert _base.normalize_names(["b", "a", "b", ""]) == ["b", "a"]
-    assert _base.missing_names(["a", "b", "c"], [{"name": "b"}]) == ["a", "c"]
+    assert _config.normalize_names("db") == ["db"]
+    assert _config.normalize_names(["b", "a", "b", ""]) == ["b", "a"]
+    assert _wire.missing_names(["a", "b", "c"], [{"name": "b"}]) == ["a", "c"]
 
 
 def test_default_holder_names_host_and_pid():
     import os
     import socket
 
-    assert _base.default_holder() == {"type": "process", "id": f"{socket.gethostname()}:{os.getpid()}"}
+    assert _config.default_holder() == {"type": "process", "id": f"{socket.gethostname()}:{os.getpid()}"}
 
 
 @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_default_holder_of_a_forked_child_names_the_child():
-    _base.default_holder()["id"] = "changed by a caller"  # callers get a copy
-    parent = _base.default_holder()
+    _config.default_holder()["id"] = "changed by a caller"  # callers get a copy
+    parent = _config.default_holder()
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:
         try:
-            os.write(write, _base.default_holder()["id"].encode())
+            os.write(write, _config.default_holder()["id"].encode())
         finally:
             os._exit(0)
     os.close(write)
@@ -102,40 +102,40 @@ def test_default_holder_of_a_forked_child_names_the_child():
 
 @pytest.mark.parametrize(("value", "expected"), [("0.25", 0.25), ("3", 3.0), (None, 1.0), ("soon", 1.0), ("nan", 1.0)])
 def test_parse_retry_after(value, expected):
-    assert _base.parse_retry_after(value) == expected
+    assert _wire.parse_retry_after(value) == expected
 
 
 def test_jitter_never_earlier_than_asked():
-    assert _base.jittered(1.0, rand=lambda: 0.0) == 1.0
-    assert _base.jittered(1.0, rand=lambda: 1.0) == pytest.approx(1.2)
-    assert 0 <= _base.backoff(10, rand=lambda: 1.0) <= 5.0
+    assert _flows.jittered(1.0, rand=lambda: 0.0) == 1.0
+    assert _flows.jittered(1.0, rand=lambda: 1.0) == pytest.approx(1.2)
+    assert 0 <= _flows.backoff(10, rand=lambda: 1.0) <= 5.0
 
 
 def test_error_mapping_keeps_server_message():
-    err = _base.error_from_response(resp(404, {"code": 404, "message": "Limit 'x' not found."}))
+    err = _wire.error_from_response(resp(404, {"code": 404, "message": "Limit 'x' not found."}))
     assert isinstance(err, NotFoundError) and isinstance(err, GCLError)
     assert str(err) == "Limit 'x' not found." and err.status_code == 404
-    assert isinstance(_base.error_from_response(resp(503, None)), ServerError)
+    assert isinstance(_wire.error_from_response(resp(503, None)), ServerError)
     envelope = {"message": "Invalid request body.", "errors": {"json": {"name": ["Too long."], "limit": ["< 0"]}}}
-    assert _base.error_from_response(resp(422, envelope)).message == "Invalid request body. name: Too long. limit: < 0"
+    assert _wire.error_from_response(resp(422, envelope)).message == "Invalid request body. name: Too long. limit: < 0"
     envelope["message"] = "Invalid request: name: Too long."
-    assert _base.error_from_response(resp(422, envelope)).message == "Invalid request: name: Too long. limit: < 0"
+    assert _wire.error_from_response(resp(422, envelope)).message == "Invalid request: name: Too long. limit: < 0"
 
 
 def test_acquire_request_body_and_holder():
     spec = AcquireSpec(["a"], occupy=2, lease_duration=60, holder={"type": "job", "id": "j1"})
-    req = _base.acquire_request(spec, timeout=5)
+    req = _wire.acquire_request(spec, timeout=5)
     assert req.path.endswith("/increment-with-lease")
     assert req.json == {"names": ["a"], "slots": 2, "mode": "concurrency", "lease_duration": 60,
                         "holder": {"type": "job", "id": "j1"}}  # fmt: skip
-    rl = _base.acquire_request(AcquireSpec(["a"], mode="rate_limit", lease_duration=None), timeout=5)
+    rl = _wire.acquire_request(AcquireSpec(["a"], mode="rate_limit", lease_duration=None), timeout=5)
     assert rl.path.endswith("/increment") and "holder" not in rl.json
-    assert _base.acquire_request(spec, 5, wait_seconds=3).json["wait_seconds"] == 3
+    assert _wire.acquire_request(spec, 5, wait_seconds=3).json["wait_seconds"] == 3
 
 
 def test_flow_waits_retry_after_then_succeeds():
     grant, steps = drive(
-        _base.acquire_flow(AcquireSpec(["a"]), rand=lambda: 0.5),
+        _flows.acquire_flow(AcquireSpec(["a"]), rand=lambda: 0.5),
         [resp(423, {"message": "full"}, {"retry-after": "0.5"}), resp(200, GRANT)],
     )
     assert [type(s) for s in steps] == [Call, Sleep, Call]
@@ -148,7 +148,7 @@ def test_flow_timeout_bounds_the_whole_wait():
     spec = AcquireSpec(["a"], timeout_seconds=2.0)
     full = resp(423, None, {"retry-after": "10"})
     with pytest.raises(AcquireConcurrencySlotTimeoutError) as info:
-        drive(_base.acquire_flow(spec, clock=clock, rand=lambda: 0), [full] * 5, clock)
+        drive(_flows.acquire_flow(spec, clock=clock, rand=lambda: 0), [full] * 5, clock)
     assert isinstance(info.value, TimeoutError) and isinstance(info.value, GCLError)
     assert clock.now - 100.0 <= 2.0  # slept only up to the deadline, never the 10 s Retry-After
 
@@ -157,65 +157,131 @@ def test_flow_max_retries():
     spec = AcquireSpec(["a"], max_retries=2)
     full = resp(423, None, {"retry-after": "0"})
     with pytest.raises(ConcurrencySlotAcquisitionError, match="after 2 retries") as info:
-        drive(_base.acquire_flow(spec), [full] * 3)
+        drive(_flows.acquire_flow(spec), [full] * 3)
     assert not isinstance(info.value, TimeoutError)
 
 
 def test_flow_server_error_carries_message():
     with pytest.raises(ConcurrencySlotAcquisitionError, match="slots > limit"):
-        drive(_base.acquire_flow(AcquireSpec(["a"])), [resp(422, {"message": "slots > limit"})])
+        drive(_flows.acquire_flow(AcquireSpec(["a"])), [resp(422, {"message": "slots > limit"})])
 
 
 def test_flow_retries_connection_errors_within_timeout():
     clock = FakeClock()
     spec = AcquireSpec(["a"], timeout_seconds=30)
     grant, steps = drive(
-        _base.acquire_flow(spec, clock=clock),
+        _flows.acquire_flow(spec, clock=clock),
         [GCLConnectionError("down"), GCLConnectionError("down"), resp(200, GRANT)],
     )
     assert grant.lease_id == "L1" and sum(isinstance(s, Sleep) for s in steps) == 2
 
 
-def test_flow_connection_errors_end_in_timeout():
+REFUSED = "Cannot reach http://h/api: [Errno 111] Connection refused"
+
+
+def test_flow_connection_errors_end_in_timeout_at_the_deadline_naming_the_cause():
     clock = FakeClock()
-    with pytest.raises(AcquireConcurrencySlotTimeoutError):
-        drive(
-            _base.acquire_flow(AcquireSpec(["a"], timeout_seconds=1), clock=clock),
-            [GCLConnectionError("x")] * 100,
+    with pytest.raises(AcquireConcurrencySlotTimeoutError, match="Connection refused") as info:
+        _, steps = drive(
+            _flows.acquire_flow(AcquireSpec(["a"], timeout_seconds=3), clock=clock),
+            [GCLConnectionError(REFUSED)] * 1000,
             clock,
         )
+    assert 3 - 2 * _flows.DEADLINE_MARGIN_SECONDS <= clock.now - 100.0 <= 3  # never gave up early, nor late
+    assert isinstance(info.value.__cause__, GCLConnectionError)
+
+
+def test_flow_gives_a_grant_behind_a_failure_back_when_it_times_out():
+    clock = FakeClock()
+    flow = _flows.acquire_flow(AcquireSpec(["a"], timeout_seconds=1), clock=clock)
+    sent = []
+
+    def answer(step):
+        sent.append(step.request)
+        return GCLConnectionError("read timeout")
+
+    with pytest.raises(AcquireConcurrencySlotTimeoutError, match="read timeout"):
+        step = flow.send(None)
+        while True:
+            if isinstance(step, Sleep):
+                clock.now += step.seconds
+                step = flow.send(None)
+            else:
+                step = flow.throw(answer(step))
+    ticket = sent[0].json["queue_ticket"]
+    assert {r.json["queue_ticket"] for r in sent[:-1]} == {ticket}  # one ticket on every attempt
+    assert sent[-1].method == "DELETE" and sent[-1].path.endswith(f"/waiters/{ticket}")
+
+
+def test_flow_retries_503_with_the_same_ticket_honouring_retry_after():
+    clock = FakeClock()
+    unavailable = resp(503, {"message": "writer restarting"}, {"retry-after": "0.5"})
+    grant, steps = drive(
+        _flows.acquire_flow(AcquireSpec(["a"], timeout_seconds=30), clock=clock, rand=lambda: 0.0),
+        [unavailable, GCLConnectionError("reset"), resp(502), resp(200, GRANT)],
+        clock,
+    )
+    calls = [s.request for s in steps if isinstance(s, Call)]
+    sleeps = [s.seconds for s in steps if isinstance(s, Sleep)]
+    assert grant.lease_id == "L1" and len(calls) == 4 and len(sleeps) == 3
+    assert len({r.json["queue_ticket"] for r in calls}) == 1
+    assert sleeps[0] >= 0.5  # never earlier than the server asked
+
+
+def test_flow_sends_its_ticket_when_polling_too_and_drops_it_for_a_server_without_tickets():
+    spec = AcquireSpec(["a"], max_retries=5)
+    rejected = resp(422, {"message": "Invalid", "errors": {"json": {"queue_ticket": ["Unknown field."]}}})
+    grant, steps = drive(_flows.acquire_flow(spec), [rejected, resp(200, GRANT)])
+    first, second = (s.request.json for s in steps if isinstance(s, Call))
+    assert first["queue_ticket"] and "wait_seconds" not in first
+    assert "queue_ticket" not in second and "wait_seconds" not in second and grant.lease_id == "L1"
+
+
+def test_flow_logs_an_outage_once_each_when_it_starts_lasts_and_ends(caplog):
+    clock = FakeClock()
+    failures = [GCLConnectionError(REFUSED)] * 60  # ~60 attempts over more than UNREACHABLE_AFTER_SECONDS
+    with caplog.at_level(logging.INFO, "gcl"):
+        grant, _ = drive(
+            _flows.acquire_flow(AcquireSpec(["a"]), clock=clock, rand=lambda: 1.0), [*failures, resp(200, GRANT)], clock
+        )
+    assert grant.lease_id == "L1" and clock.now - 100 > _flows.UNREACHABLE_AFTER_SECONDS
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 3, messages
+    assert "Connection refused; retrying" in messages[0]
+    assert "unreachable for" in messages[1] and "Connection refused" in messages[1]
+    assert "answers again" in messages[2] and "60 failed attempts" in messages[2]
 
 
 def test_flow_strict_missing_releases_partial_grant_then_raises():
     spec = AcquireSpec(["a", "ghost"], strict=True)
     with pytest.raises(ConcurrencySlotAcquisitionError, match="ghost"):
-        _, steps = drive(_base.acquire_flow(spec), [resp(200, GRANT), resp(204)])
-    flow = _base.acquire_flow(spec)
+        _, steps = drive(_flows.acquire_flow(spec), [resp(200, GRANT), resp(204)])
+    flow = _flows.acquire_flow(spec)
     assert flow.send(None).request.path.endswith("/increment-with-lease")
     release = flow.send(resp(200, GRANT))
     assert release.request.path.endswith("/decrement-with-lease") and release.request.json == {"lease_id": "L1"}
 
 
 def test_flow_rate_limit_parses_list_answer():
-    grant, _ = drive(_base.acquire_flow(AcquireSpec(["a", "b"], mode="rate_limit", lease_duration=None)),
+    grant, _ = drive(_flows.acquire_flow(AcquireSpec(["a", "b"], mode="rate_limit", lease_duration=None)),
                      [resp(200, [{"name": "a"}])])  # fmt: skip
     assert grant.lease_id is None and grant.missing == ["b"]
-    assert "b" in _base.missing_message(grant)
+    assert "b" in _context.missing_message(grant)
 
 
 def test_release_flow_retries_then_gives_up():
-    ok, steps = drive(_base.release_flow("L1", attempts=3), [GCLConnectionError("x"), resp(503), resp(204)])
+    ok, steps = drive(_flows.release_flow("L1", attempts=3), [GCLConnectionError("x"), resp(503), resp(204)])
     assert ok is True and len(steps) == 5
-    ok, _ = drive(_base.release_flow("L1", attempts=2), [GCLConnectionError("x")] * 2)
+    ok, _ = drive(_flows.release_flow("L1", attempts=2), [GCLConnectionError("x")] * 2)
     assert ok is False
 
 
 def test_drivers_are_twins():
     def flow():
-        first = yield Call(_base.release_request("L"))
+        first = yield Call(_wire.release_request("L"))
         yield Sleep(0)
         try:
-            yield Call(_base.release_request("M"))
+            yield Call(_wire.release_request("M"))
         except GCLConnectionError:
             return first.status
 
@@ -254,29 +320,28 @@ def test_sync_grant_arriving_after_interrupt_is_released():
         return transport.answer(req)
 
     transport.send = send
-    transport.close = lambda: setattr(transport, "closed", True)
-    sender = _GuardedSender(transport, own=True)
+    sender = GuardedSender(transport)
     timer = threading.Timer(0, lambda: (entered.wait(5), _interrupt_main(), gate.set()))
     with pytest.raises(KeyboardInterrupt):
         timer.start()
-        run_sync(_base.acquire_flow(AcquireSpec(["a"], server_wait=False)), sender)  # polling: no queue place
+        run_sync(_flows.acquire_flow(AcquireSpec(["a"], server_wait=False)), sender)  # polling: no queue place
     timer.join(5)
     for _ in range(500):
-        if transport.closed:
+        if len(transport.sent) == 2:
             break
         threading.Event().wait(0.01)
-    assert [r.json.get("lease_id") for r in transport.sent] == [None, "L1"] and transport.closed
+    assert [r.json.get("lease_id") for r in transport.sent] == [None, "L1"]
 
 
 def test_sync_interrupt_withdraws_a_request_parked_in_the_server_queue():
     transport = ParkedTransport(park_seconds=5)
     sent, parked, withdrawn = transport.sent, transport.parked, transport.withdrawn
-    sender = _GuardedSender(transport, own=False)
+    sender = GuardedSender(transport)
     # A real SIGINT, as Ctrl-C sends: it interrupts the main thread's wait for the parked request.
     timer = threading.Timer(0, lambda: (parked.wait(5), os.kill(os.getpid(), signal.SIGINT)))
     with pytest.raises(KeyboardInterrupt):
         timer.start()
-        run_sync(_base.acquire_flow(AcquireSpec(["a"])), sender)
+        run_sync(_flows.acquire_flow(AcquireSpec(["a"])), sender)
     timer.join(5)
     assert withdrawn.wait(5)
     acquire, withdraw = sent[0], sent[1]
@@ -290,10 +355,15 @@ def _interrupt_main():
     _thread.interrupt_main()
 
 
+async def background_done():
+    while _context.BACKGROUND:
+        await asyncio.sleep(0.01)
+
+
 def test_async_grant_arriving_after_cancel_is_released():
     async def scenario():
         transport = SlowTransport()
-        gate, closed = asyncio.Event(), asyncio.Event()
+        gate = asyncio.Event()
 
         async def send(req):
             if "lease_id" not in req.json:
@@ -302,13 +372,10 @@ def test_async_grant_arriving_after_cancel_is_released():
                 return resp(200, GRANT)
             return transport.answer(req)
 
-        async def aclose():
-            closed.set()
-
-        transport.send, transport.aclose = send, aclose
-        sender = _ShieldedSender(transport, own=True)
+        transport.send = send
+        sender = ShieldedSender(transport)
         spec = AcquireSpec(["a"], server_wait=False)  # polling: the in-flight request is shielded
-        task = asyncio.ensure_future(run_async(_base.acquire_flow(spec), sender))
+        task = asyncio.ensure_future(run_async(_flows.acquire_flow(spec), sender))
         while not transport.sent and not task.done():
             await asyncio.sleep(0)
         await asyncio.sleep(0)
@@ -316,7 +383,7 @@ def test_async_grant_arriving_after_cancel_is_released():
         with pytest.raises(asyncio.CancelledError):
             await task
         gate.set()
-        await asyncio.wait_for(closed.wait(), 5)
+        await asyncio.wait_for(background_done(), 5)
         return [r.json.get("lease_id") for r in transport.sent]
 
     assert asyncio.run(scenario()) == [None, "L1"]
@@ -325,7 +392,7 @@ def test_async_grant_arriving_after_cancel_is_released():
 def test_async_cancel_withdraws_a_request_parked_in_the_server_queue():
     async def scenario():
         transport = SlowTransport()
-        parked, gate, closed = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        parked, gate = asyncio.Event(), asyncio.Event()
 
         async def send(req):
             transport.sent.append(req)
@@ -338,17 +405,14 @@ def test_async_cancel_withdraws_a_request_parked_in_the_server_queue():
             await gate.wait()
             return resp(423, {"message": "withdrawn"})
 
-        async def aclose():
-            closed.set()
-
-        transport.send, transport.aclose = send, aclose
-        sender = _ShieldedSender(transport, own=True)
-        task = asyncio.ensure_future(run_async(_base.acquire_flow(AcquireSpec(["a"])), sender))
+        transport.send = send
+        sender = ShieldedSender(transport)
+        task = asyncio.ensure_future(run_async(_flows.acquire_flow(AcquireSpec(["a"])), sender))
         await asyncio.wait_for(parked.wait(), 5)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        await asyncio.wait_for(closed.wait(), 5)
+        await asyncio.wait_for(background_done(), 5)
         return transport.sent
 
     sent = asyncio.run(scenario())
@@ -376,4 +440,4 @@ def test_async_cancel_withdraws_a_request_parked_in_the_server_queue():
 )
 def test_connection_reason_is_one_short_line(error, reason):
     exc = type("ReadTimeoutError", (Exception,), {})(error)
-    assert _base.connection_reason(exc) == reason
+    assert _wire.connection_reason(exc) == reason

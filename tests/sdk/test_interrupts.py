@@ -11,13 +11,14 @@ import time
 
 import gcl
 import pytest
-from gcl import _workers, sync
-from gcl._base import AcquireSpec, Request, Response, acquire_flow
-from gcl.aio import AsyncClient
-from gcl.asyncio import _BACKGROUND
+from gcl import _context
+from gcl._context import BACKGROUND, GuardedSender
+from gcl._flows import acquire_flow
+from gcl._transport import run_sync
+from gcl._wire import AcquireSpec, Request, Response
 from gcl.asyncio import concurrency as aconcurrency
-from gcl.client import run_sync
-from gcl.sync import _GuardedSender, concurrency
+from gcl.client import AsyncClient
+from gcl.sync import concurrency
 
 from .fakes import ParkedTransport
 
@@ -69,7 +70,7 @@ def test_guarded_requests_reuse_threads_and_never_wait_behind_a_parked_one():
                 threads.add(threading.current_thread())
             return resp(204)
 
-    sender = _GuardedSender(Transport(), own=False)
+    sender = GuardedSender(Transport())
     parked = threading.Thread(target=sender, args=(Request("POST", "/p", json={"park": True}),))
     parked.start()
     try:
@@ -79,7 +80,7 @@ def test_guarded_requests_reuse_threads_and_never_wait_behind_a_parked_one():
             assert sender(Request("POST", "/x", json={})).status == 204
         assert time.monotonic() - started < 5  # none of them waited for the parked request
         # Idle workers are reused (any idle one may take a job), not one thread per request.
-        assert len(threads) <= _workers.Workers.MAX_IDLE and threading.current_thread() not in threads
+        assert len(threads) <= _context.Workers.MAX_IDLE and threading.current_thread() not in threads
     finally:
         gate.set()
         parked.join(5)
@@ -97,7 +98,7 @@ def test_interrupt_that_does_not_wake_the_wait_is_seen_at_once_sync():
     started = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
         timer.start()
-        run_sync(acquire_flow(AcquireSpec(["a"])), _GuardedSender(transport, own=False))
+        run_sync(acquire_flow(AcquireSpec(["a"])), GuardedSender(transport))
     timer.join(5)
     assert withdrawn.is_set() and time.monotonic() - started < 3  # withdrawn at once, not when the wait ends
     assert [r.method for r in sent] == ["POST", "DELETE"]
@@ -156,7 +157,7 @@ def test_cancel_during_release_still_releases_async():
                 await task
             gate.set()  # the release in flight finishes in the background
             for _ in range(500):
-                if not _BACKGROUND:
+                if not BACKGROUND:
                     break
                 await asyncio.sleep(0.01)
         return sent
@@ -167,7 +168,7 @@ def test_cancel_during_release_still_releases_async():
 
 @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_guarded_sender_works_in_a_forked_child():
-    sender = _GuardedSender(Recording(), own=False)
+    sender = GuardedSender(Recording())
     sender(Request("POST", "/x", json={"lease_id": "L0"}))  # the parent has an idle worker now
     pid = os.fork()
     if pid == 0:  # child: the parent's workers do not exist here
@@ -187,9 +188,10 @@ def test_guarded_sender_works_in_a_forked_child():
 
 EXIT_CHILD = """
     import threading, time, _thread
-    from gcl._base import AcquireSpec, Response, acquire_flow
-    from gcl.client import run_sync
-    from gcl.sync import _GuardedSender
+    from gcl._context import GuardedSender
+    from gcl._flows import acquire_flow
+    from gcl._transport import run_sync
+    from gcl._wire import AcquireSpec, Response
 
     GRANT = {"lease_id": "L1", "limits": [{"name": "a"}]}
 
@@ -206,7 +208,7 @@ EXIT_CHILD = """
             pass
 
     threading.Timer(0.1, _thread.interrupt_main).start()
-    run_sync(acquire_flow(AcquireSpec(["a"], server_wait=False)), _GuardedSender(Slow(), own=False))
+    run_sync(acquire_flow(AcquireSpec(["a"], server_wait=False)), GuardedSender(Slow()))
 """
 
 
@@ -216,9 +218,3 @@ def test_exit_waits_for_a_grant_abandoned_by_an_interrupt_to_be_released():
     )
     assert "KeyboardInterrupt" in child.stderr
     assert child.stdout.split() == ["released", "L1"]
-
-
-def test_release_from_a_worker_closes_an_owned_transport():
-    transport = Recording()
-    sync._release_again(transport, "L1", own=True)
-    assert [r.json["lease_id"] for r in releases(transport)] == ["L1"] and transport.closed

@@ -4,8 +4,9 @@ import threading
 import time
 
 import pytest
-from gcl import leases
-from gcl._base import Config, Response
+from gcl import _leases as leases
+from gcl._config import Config
+from gcl._wire import Response
 from gcl.errors import GCLConnectionError, LeaseLostError
 
 pytestmark = pytest.mark.timeout(30)

@@ -1,8 +1,8 @@
 """GCL SDK: global concurrency and rate limits (sync, asyncio) and a CRUD client."""
 
-from gcl._crud import Lease, Limit
-from gcl.aio import AsyncClient
-from gcl.client import Client
+from gcl._leases import HeldSlots
+from gcl._wire import Lease, Limit
+from gcl.client import AsyncClient, Client
 from gcl.errors import (
     AcquireConcurrencySlotTimeoutError,
     APIError,
@@ -23,7 +23,6 @@ from gcl.errors import (
     SlotsUnavailableError,
     ValidationError,
 )
-from gcl.leases import HeldSlots
 
 __version__ = "0.1.0"
 

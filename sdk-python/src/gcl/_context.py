@@ -1,15 +1,26 @@
-"""Reusable threads for the sync SDK's requests that an interrupt in the caller must not cut short."""
+"""What the sync and asyncio context managers share: what they ask for, their default clients, and the senders
+that keep a grant from being lost when the caller is interrupted (worker threads in sync, shields in asyncio)."""
 
 from __future__ import annotations
 
+import asyncio
 import atexit
+import contextlib
+import functools
 import logging
 import os
 import queue
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Mapping, Sequence
+from typing import Any, Literal, Protocol
 
-from gcl._base import Request, Response
+from gcl._config import Config, normalize_names, resolve_config
+from gcl._flows import release_flow
+from gcl._transport import run_async, run_sync
+from gcl._wire import AcquireSpec, Grant, Request, Response, lease_id_of, parked_ticket, withdraw_request
+from gcl.client import AsyncClient, Client
+from gcl.errors import GCLError
 
 logger = logging.getLogger("gcl")
 
@@ -133,3 +144,220 @@ def _taken_lock() -> threading.Lock:
     lock = threading.Lock()
     lock.acquire()
     return lock
+
+
+# ---------------------------------------------------------------- what concurrency() and rate_limit() ask for
+
+
+def concurrency_spec(
+    names: str | Sequence[str],
+    occupy: int,
+    timeout_seconds: float | None,
+    max_retries: int | None,
+    lease_duration: float,
+    strict: bool,
+    holder: Mapping[str, Any] | None,
+) -> AcquireSpec:
+    """What sync and asyncio ``concurrency()`` ask for: one definition for both."""
+    return AcquireSpec(
+        names=normalize_names(names),
+        occupy=occupy,
+        timeout_seconds=timeout_seconds,
+        max_retries=max_retries,
+        lease_duration=lease_duration,
+        holder=holder,
+        strict=strict,
+    )
+
+
+def rate_limit_spec(
+    names: str | Sequence[str], occupy: int, timeout_seconds: float | None, strict: bool
+) -> AcquireSpec:
+    """What sync and asyncio ``rate_limit()`` ask for: no lease, never released."""
+    mode: Literal["rate_limit"] = "rate_limit"
+    return AcquireSpec(
+        names=normalize_names(names),
+        occupy=occupy,
+        mode=mode,
+        timeout_seconds=timeout_seconds,
+        lease_duration=None,
+        strict=strict,
+    )
+
+
+def missing_message(grant: Grant) -> str | None:
+    if not grant.missing:
+        return None
+    return (
+        f"Concurrency limits {grant.missing} do not exist; they do not limit anything. "
+        "Create them first, or pass strict=True to raise instead."
+    )
+
+
+def release_failed_message(lease_id: str | None) -> str:
+    return f"Could not release lease {lease_id}; the server frees its slots when it expires."
+
+
+# ---------------------------------------------------------------- default clients
+
+
+_threads = threading.local()
+
+
+def default_client(api_url: str | None, api_key: str | None) -> Client:
+    """One client per thread and configuration, so blocks without ``client=`` reuse a kept-alive connection."""
+    config = resolve_config(api_url, api_key)
+    cache: dict[Config, Client] = _threads.__dict__.setdefault("clients", {})
+    if config not in cache:
+        cache[config] = Client(api_url=config.api_url, api_key=config.api_key)
+    return cache[config]
+
+
+# Per event loop: its clients, and the async generator whose closing (loop.shutdown_asyncgens(), which asyncio.run
+# calls after cancelling what was left) closes them before the loop goes.
+_loops: dict[asyncio.AbstractEventLoop, tuple[dict[Config, AsyncClient], AsyncGenerator[None, None]]] = {}
+_loops_lock = threading.Lock()
+
+
+async def default_async_client(api_url: str | None, api_key: str | None) -> AsyncClient:
+    """One client per event loop and configuration: blocks without ``client=`` share its kept-alive connections
+    (an httpx client is bound to the loop it first ran on, so loops never share one)."""
+    config = resolve_config(api_url, api_key)
+    loop = asyncio.get_running_loop()
+    entry = _loops.get(loop)
+    if entry is None:
+        clients: dict[Config, AsyncClient] = {}
+        closer = _close_with_the_loop(loop, clients)
+        with _loops_lock:
+            for gone in [other for other in _loops if other.is_closed()]:  # closed without shutdown_asyncgens()
+                del _loops[gone]
+            entry = _loops.setdefault(loop, (clients, closer))
+        if entry[1] is closer:
+            await closer.__anext__()  # its first step registers it with the loop's async generator hooks
+    if config not in entry[0]:
+        entry[0][config] = AsyncClient(api_url=config.api_url, api_key=config.api_key)
+    return entry[0][config]
+
+
+async def _close_with_the_loop(
+    loop: asyncio.AbstractEventLoop, clients: dict[Config, AsyncClient]
+) -> AsyncGenerator[None, None]:
+    try:
+        yield
+    finally:
+        with _loops_lock:
+            _loops.pop(loop, None)
+        for client in list(clients.values()):
+            await client.aclose()
+
+
+def _forget_defaults() -> None:
+    """In a forked child: its blocks make clients of their own. Sending on the parent's kept-alive connections, the
+    two processes would read each other's answers."""
+    _threads.__dict__.pop("clients", None)
+    _loops.clear()
+
+
+os.register_at_fork(after_in_child=_forget_defaults)
+
+
+# ---------------------------------------------------------------- senders that cannot lose a grant
+
+
+CANCEL_CLEANUP_SECONDS = 5.0
+# A signal that arrives after the waiting thread released the GIL but before its wait began (a Ctrl-C, under load)
+# does not cut the wait short: CPython runs its handler only when the wait ends, for a parked request up to 30 s
+# later. Waiting in slices of this length bounds that delay.
+INTERRUPT_CHECK_SECONDS = 0.1
+
+
+class SyncSending(Protocol):
+    def send(self, req: Request) -> Response: ...
+
+
+class AsyncSending(Protocol):
+    def send(self, req: Request) -> Awaitable[Response]: ...
+
+
+class GuardedSender:
+    """Sends acquisition requests from a worker thread, so that an interrupt in the caller (KeyboardInterrupt, an
+    async exception) cannot lose a grant: a 200 that arrives after the caller gave up is released by the worker."""
+
+    def __init__(self, transport: SyncSending) -> None:
+        self.transport = transport
+        self.last_sent = 0.0
+
+    def __call__(self, req: Request) -> Response:
+        self.last_sent = time.monotonic()
+        job = Job(self.transport.send, req, self._finish_orphan)
+        try:
+            workers.submit(job)
+            done = False
+            while not done:  # in slices: see INTERRUPT_CHECK_SECONDS
+                done = job.done.acquire(timeout=INTERRUPT_CHECK_SECONDS)
+        except BaseException:
+            started, finished = job.abandon()
+            if finished:
+                workers.submit(functools.partial(self._finish_orphan, job.resp))
+            elif started and (ticket := parked_ticket(req)):
+                # Parked in the server's queue: withdrawing ends that request at once. Finish (and release a
+                # grant that raced in) before the interrupt goes on, so nothing of ours holds a place or a slot.
+                withdraw = Job(self.transport.send, withdraw_request(ticket), ignore)
+                workers.submit(withdraw)
+                with contextlib.suppress(BaseException):  # a second Ctrl-C only stops us waiting
+                    withdraw.done.acquire(timeout=CANCEL_CLEANUP_SECONDS)
+                    job.orphan_done.acquire(timeout=CANCEL_CLEANUP_SECONDS)
+            raise
+        if job.exc is not None:
+            raise job.exc
+        assert job.resp is not None
+        return job.resp
+
+    def _finish_orphan(self, resp: Response | None) -> None:
+        lease_id = lease_id_of(resp) if resp is not None else None
+        if lease_id:
+            run_sync(release_flow(lease_id), self.transport.send)
+
+
+# Strong references to clean-up tasks that outlive a cancelled caller.
+BACKGROUND: set[asyncio.Task[Any]] = set()
+
+
+def in_background(coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+    task = asyncio.ensure_future(coro)
+    BACKGROUND.add(task)
+    task.add_done_callback(BACKGROUND.discard)
+    return task
+
+
+class ShieldedSender:
+    """Sends acquisition requests shielded from cancellation: if the caller is cancelled while a request is in
+    flight, the request completes in the background and a granted lease is released."""
+
+    def __init__(self, transport: AsyncSending) -> None:
+        self.transport = transport
+        self.last_sent = 0.0
+
+    async def __call__(self, req: Request) -> Response:
+        self.last_sent = time.monotonic()
+        inflight = asyncio.ensure_future(self.transport.send(req))
+        try:
+            return await asyncio.shield(inflight)
+        except asyncio.CancelledError:
+            ticket = None if inflight.done() else parked_ticket(req)
+            cleanup = in_background(self._finish_orphan(inflight, ticket))
+            if ticket:
+                # Parked in the server's queue: withdrawing ends that request at once. Finish before the
+                # cancellation goes on, so nothing of ours still holds a place or a slot (or outlives the loop).
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait({cleanup}, timeout=CANCEL_CLEANUP_SECONDS)
+            raise
+
+    async def _finish_orphan(self, inflight: asyncio.Future[Response], ticket: str | None = None) -> None:
+        with contextlib.suppress(GCLError):  # nothing granted, or the lease expires on its own
+            if ticket:  # parked in the server's queue: give the place up now rather than when a slot comes
+                with contextlib.suppress(GCLError):
+                    await self.transport.send(withdraw_request(ticket))
+            lease_id = lease_id_of(await inflight)
+            if lease_id:
+                await run_async(release_flow(lease_id), self.transport.send)

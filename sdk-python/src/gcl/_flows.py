@@ -1,105 +1,254 @@
-"""Typed limit/lease objects and the CRUD flows shared by ``Client`` and ``AsyncClient``."""
+"""What the SDK does, written once for sync and asyncio: generators of ``Call``/``Sleep`` steps (no I/O)."""
 
 from __future__ import annotations
 
-from collections.abc import Generator, Sequence
-from dataclasses import dataclass, fields
-from datetime import datetime
-from typing import Any
+import contextlib
+import logging
+import random
+import time
+import uuid
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeAlias, TypeVar
 from urllib.parse import quote
 
-from gcl._base import LIMITS_PATH, Call, Request, Response, expect
+from gcl._wire import (
+    LIMITS_PATH,
+    AcquireSpec,
+    Grant,
+    Lease,
+    Limit,
+    Request,
+    Response,
+    acquire_request,
+    error_from_response,
+    expect,
+    if_match,
+    limit_of,
+    limit_path,
+    parse_grant,
+    parse_retry_after,
+    rejects_waiting,
+    release_request,
+    withdraw_request,
+)
+from gcl.errors import AcquireConcurrencySlotTimeoutError, ConcurrencySlotAcquisitionError, GCLConnectionError
 
-CrudFlow = Generator[Call, Response, Any]
+logger = logging.getLogger("gcl")
+
+SERVER_WAIT_SECONDS = 30.0  # the longest a GCL server parks one request; the SDK re-issues until its own timeout
+REQUEST_GRACE_SECONDS = 2.0  # a request parked on the server may take this long more to answer, without a deadline
+LATE_ANSWER_SECONDS = 0.5  # with a deadline: how long past it an answer (maybe a grant) is still awaited
+DEADLINE_MARGIN_SECONDS = 0.01  # the last attempt is sent this long before the deadline, so its answer can count
+TRANSIENT_STATUSES = frozenset({502, 503, 504})  # retried like a lost connection, with the same ticket
+UNREACHABLE_AFTER_SECONDS = 5.0  # failing this long is logged once as an outage
+ACQUIRE_BACKOFF_CAP = 2.0
+WITHDRAW_SECONDS = 0.5
 MAX_PAGE_SIZE = 200
 
-
-def _dt(value: Any) -> datetime | None:
-    return datetime.fromisoformat(value) if isinstance(value, str) else None
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
-class Limit:
-    """A global concurrency (or rate) limit as the control plane reports it."""
+class Call:
+    """A flow step: send this request; the driver sends back a Response or throws GCLConnectionError."""
 
-    id: str
-    name: str
-    limit: int
-    active: bool = True
-    slot_decay_per_second: float = 0.0
-    active_slots: int = 0
-    denied_slots: int = 0
-    avg_slot_occupancy_seconds: float = 0.0
-    occupancy: float = 0.0
-    created: datetime | None = None
-    updated: datetime | None = None
-    etag: str | None = None
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any], etag: str | None = None) -> Limit:
-        known = {f.name for f in fields(cls)} - {"created", "updated", "etag"}
-        kwargs = {k: v for k, v in data.items() if k in known}
-        return cls(**kwargs, created=_dt(data.get("created")), updated=_dt(data.get("updated")), etag=etag)
-
-    def to_json(self) -> dict[str, Any]:
-        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "etag"}
-        for key in ("created", "updated"):
-            out[key] = out[key].isoformat() if out[key] else None
-        return out
+    request: Request
 
 
 @dataclass(frozen=True)
-class Lease:
-    """A live lease on one or more limits."""
+class Sleep:
+    """A flow step: wait this many seconds."""
 
-    lease_id: str
-    slots: int
-    names: list[str]
-    holder: dict[str, Any] | None = None
-    acquired: datetime | None = None
-    expires: datetime | None = None
-    fencing_token: int | None = None
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Lease:
-        return cls(
-            lease_id=data["lease_id"],
-            slots=data.get("slots", 0),
-            names=list(data.get("names") or []),
-            holder=data.get("holder"),
-            acquired=_dt(data.get("acquired")),
-            expires=_dt(data.get("expires")),
-            fencing_token=data.get("fencing_token"),
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        out = {f.name: getattr(self, f.name) for f in fields(self)}
-        for key in ("acquired", "expires"):
-            out[key] = out[key].isoformat() if out[key] else None
-        return out
+    seconds: float
 
 
-def _path(id_or_name: str, suffix: str = "") -> str:
-    return f"{LIMITS_PATH}/{quote(str(id_or_name), safe='')}{suffix}"
+Flow: TypeAlias = Generator[Call | Sleep, Any, T]
 
 
-def _if_match(etag: str | None) -> dict[str, str]:
-    return {"If-Match": etag} if etag else {}
+def jittered(seconds: float, rand: Callable[[], float] = random.random, spread: float = 0.2) -> float:
+    """Never earlier than the server asked: jitter only adds up to ``spread`` of the delay."""
+    return seconds * (1.0 + spread * rand()) if seconds > 0 else 0.0
 
 
-def _limit(resp: Response) -> Limit:
-    return Limit.from_json(resp.body, etag=resp.headers.get("etag"))
+def backoff(failures: int, base: float = 0.1, cap: float = 5.0, rand: Callable[[], float] = random.random) -> float:
+    """Exponential backoff with full jitter for connection errors (failures >= 1)."""
+    return rand() * min(cap, base * 2.0 ** max(failures - 1, 0))
 
 
-def create_flow(name: str, limit: int, active: bool, slot_decay_per_second: float) -> CrudFlow:
+# ---------------------------------------------------------------- acquisition
+
+
+class _Outage:
+    """One acquisition's run of transient failures: its backoff, and one log line each when it starts, when it has
+    lasted ``UNREACHABLE_AFTER_SECONDS`` and when the server answers again (never one per attempt)."""
+
+    def __init__(self, names: list[str], clock: Callable[[], float]) -> None:
+        self.names, self.clock = names, clock
+        self.failures = 0
+        self.since = 0.0
+        self.told_unreachable = False
+
+    def failed(self, cause: str) -> None:
+        now = self.clock()
+        self.failures += 1
+        if self.failures == 1:
+            self.since = now
+            logger.warning("Acquiring %s: %s; retrying with the same ticket", self.names, cause)
+        elif not self.told_unreachable and now - self.since >= UNREACHABLE_AFTER_SECONDS:
+            self.told_unreachable = True
+            logger.error(
+                "Acquiring %s: the GCL server has been unreachable for %.1f s (%s); still retrying",
+                self.names,
+                now - self.since,
+                cause,
+            )
+
+    def answered(self) -> None:
+        if self.failures:
+            logger.warning(
+                "Acquiring %s: the server answers again after %.1f s (%d failed attempts)",
+                self.names,
+                self.clock() - self.since,
+                self.failures,
+            )
+        self.failures, self.told_unreachable = 0, False
+
+    def delay(self, resp: Response | None, rand: Callable[[], float]) -> float:
+        delay = backoff(self.failures, cap=ACQUIRE_BACKOFF_CAP, rand=rand)
+        if resp is not None and "retry-after" in resp.headers:  # never earlier than the server asked
+            delay = max(delay, jittered(parse_retry_after(resp.headers["retry-after"]), rand))
+        return delay
+
+
+def _http_timeout(left: float | None, wait: float | None) -> float:
+    if wait is not None:
+        return wait + (REQUEST_GRACE_SECONDS if left is None else LATE_ANSWER_SECONDS)
+    return 10.0 if left is None else max(left, 0.0) + LATE_ANSWER_SECONDS
+
+
+def _server_wait(left: float | None) -> float | None:
+    wait = SERVER_WAIT_SECONDS if left is None else min(SERVER_WAIT_SECONDS, left - DEADLINE_MARGIN_SECONDS)
+    return wait if wait > 0 else None
+
+
+def _timed_out(spec: AcquireSpec, cause: str) -> AcquireConcurrencySlotTimeoutError:
+    return AcquireConcurrencySlotTimeoutError(
+        f"Unable to acquire {spec.occupy} slot(s) on {spec.names} within {spec.timeout_seconds} s; last: {cause}"
+    )
+
+
+def acquire_flow(
+    spec: AcquireSpec,
+    clock: Callable[[], float] = time.monotonic,
+    rand: Callable[[], float] = random.random,
+) -> Flow[Grant]:
+    """Wait in the server's queue (re-issuing with the same ticket) until the slots are granted; against a server
+    without queues, poll honouring ``Retry-After``. Connection errors and 502/503/504 are retried with backoff, with
+    the same ticket, so a grant committed behind a lost answer is found, not taken twice. ``timeout_seconds`` bounds
+    the whole wait: the last attempt goes out just before the deadline, and nothing is given up earlier."""
+    deadline = None if spec.timeout_seconds is None else clock() + spec.timeout_seconds
+    ticket: str | None = str(uuid.uuid4())  # chosen here, so a cancelled caller can withdraw it at once
+    server_wait = spec.server_wait and spec.max_retries is None
+    outage = _Outage(spec.names, clock)
+    denied = 0
+    last_attempt = False
+
+    def remaining() -> float | None:
+        return None if deadline is None else deadline - clock()
+
+    while True:
+        left = remaining()
+        wait = _server_wait(left) if server_wait else None
+        error: GCLConnectionError | None = None
+        try:
+            resp: Response | None = yield Call(acquire_request(spec, _http_timeout(left, wait), wait, ticket))
+        except GCLConnectionError as exc:
+            resp, error = None, exc
+        if resp is None or resp.status in TRANSIENT_STATUSES:
+            cause = str(error) if resp is None else f"{resp.message} (HTTP {resp.status})"
+            outage.failed(cause)
+            delay, left = outage.delay(resp, rand), remaining()
+            if left is not None:
+                if last_attempt or left <= DEADLINE_MARGIN_SECONDS:
+                    if ticket:  # a grant committed behind the failure is given back, not left to expire
+                        yield from _withdraw_quietly(ticket)
+                    raise _timed_out(spec, cause) from error
+                if delay >= left - DEADLINE_MARGIN_SECONDS:  # one last try just before the deadline
+                    delay, last_attempt = left - DEADLINE_MARGIN_SECONDS, True
+            yield Sleep(delay)
+            continue
+        outage.answered()
+        if resp.status == 200:
+            return (yield from _granted(spec, resp))
+        if rejects_waiting(resp) and ticket:
+            server_wait, ticket = False, None  # a server without queues or tickets (Prefect, older GCL): poll
+            continue
+        if resp.status != 423:
+            raise ConcurrencySlotAcquisitionError(
+                f"Unable to acquire slots on {spec.names}: {resp.message}"
+            ) from error_from_response(resp)
+        denied += 1
+        left = remaining()
+        if wait is not None and isinstance(resp.body, dict) and resp.body.get("queue_ticket"):
+            # Our wait in the queue ended: re-issue at once with the ticket, keeping our place.
+            if left is not None and left <= DEADLINE_MARGIN_SECONDS:
+                raise _timed_out(spec, resp.message)
+            continue
+        if spec.max_retries is not None and denied > spec.max_retries:
+            raise ConcurrencySlotAcquisitionError(
+                f"Unable to acquire slots on {spec.names} after {spec.max_retries} retries"
+            )
+        delay = jittered(parse_retry_after(resp.headers.get("retry-after")), rand)
+        if left is not None:
+            if last_attempt or left <= DEADLINE_MARGIN_SECONDS:
+                raise _timed_out(spec, resp.message)
+            if delay >= left - DEADLINE_MARGIN_SECONDS:  # one last try just before the deadline
+                delay, last_attempt = left - DEADLINE_MARGIN_SECONDS, True
+        yield Sleep(delay)
+
+
+def _granted(spec: AcquireSpec, resp: Response) -> Flow[Grant]:
+    grant = parse_grant(spec, resp)
+    if spec.strict and grant.missing:
+        if grant.lease_id:
+            with contextlib.suppress(GCLConnectionError):  # the lease expires on its own
+                yield Call(release_request(grant.lease_id))
+        raise ConcurrencySlotAcquisitionError(f"Concurrency limits {grant.missing} do not exist (strict=True)")
+    return grant
+
+
+def _withdraw_quietly(ticket: str) -> Flow[None]:
+    with contextlib.suppress(GCLConnectionError):  # unreachable: what it holds expires on its own
+        yield Call(withdraw_request(ticket, timeout=WITHDRAW_SECONDS))
+
+
+def release_flow(lease_id: str, attempts: int = 3) -> Flow[bool]:
+    """Release a lease, retrying transient failures; False if it could not be confirmed."""
+    for attempt in range(1, attempts + 1):
+        try:
+            resp: Response | None = yield Call(release_request(lease_id))
+        except GCLConnectionError:
+            resp = None
+        if resp is not None and resp.status < 500:
+            return resp.status == 204
+        if attempt < attempts:
+            yield Sleep(backoff(attempt))
+    return False
+
+
+# ---------------------------------------------------------------- CRUD
+
+
+def create_flow(name: str, limit: int, active: bool, slot_decay_per_second: float) -> Flow[Limit]:
     body = {"name": name, "limit": limit, "active": active, "slot_decay_per_second": slot_decay_per_second}
     resp = yield Call(Request("POST", f"{LIMITS_PATH}/", json=body))
-    return _limit(expect(resp, 201))
+    return limit_of(expect(resp, 201))
 
 
-def read_flow(id_or_name: str) -> CrudFlow:
-    resp = yield Call(Request("GET", _path(id_or_name)))
-    return _limit(expect(resp, 200))
+def read_flow(id_or_name: str) -> Flow[Limit]:
+    resp = yield Call(Request("GET", limit_path(id_or_name)))
+    return limit_of(expect(resp, 200))
 
 
 def list_flow(
@@ -107,7 +256,7 @@ def list_flow(
     name_prefix: str | None = None,
     active: bool | None = None,
     page_size: int = MAX_PAGE_SIZE,
-) -> CrudFlow:
+) -> Flow[list[Limit]]:
     """Every matching limit, ordered by name, following the pages of POST /filter."""
     page_size = max(1, min(page_size, MAX_PAGE_SIZE))
     query: dict[str, Any] = {}
@@ -127,35 +276,42 @@ def list_flow(
             return out
 
 
-def update_flow(id_or_name: str, changes: dict[str, Any], if_match: str | None = None) -> CrudFlow:
+def update_flow(id_or_name: str, changes: dict[str, Any], etag: str | None = None) -> Flow[None]:
     body = {k: v for k, v in changes.items() if v is not None}
-    resp = yield Call(Request("PATCH", _path(id_or_name), json=body, headers=_if_match(if_match)))
+    resp = yield Call(Request("PATCH", limit_path(id_or_name), json=body, headers=if_match(etag)))
     expect(resp, 204)
 
 
 def upsert_flow(
-    name: str, limit: int, active: bool, slot_decay_per_second: float, if_match: str | None = None
-) -> CrudFlow:
+    name: str, limit: int, active: bool, slot_decay_per_second: float, etag: str | None = None
+) -> Flow[Limit]:
     body = {"limit": limit, "active": active, "slot_decay_per_second": slot_decay_per_second}
-    resp = yield Call(Request("PUT", _path(name), json=body, headers=_if_match(if_match)))
-    return _limit(expect(resp, 200, 201))
+    resp = yield Call(Request("PUT", limit_path(name), json=body, headers=if_match(etag)))
+    return limit_of(expect(resp, 200, 201))
 
 
-def delete_flow(id_or_name: str, if_match: str | None = None) -> CrudFlow:
-    resp = yield Call(Request("DELETE", _path(id_or_name), headers=_if_match(if_match)))
+def delete_flow(id_or_name: str, etag: str | None = None) -> Flow[None]:
+    resp = yield Call(Request("DELETE", limit_path(id_or_name), headers=if_match(etag)))
     expect(resp, 204)
 
 
-def reset_flow(id_or_name: str) -> CrudFlow:
-    resp = yield Call(Request("POST", _path(id_or_name, "/reset")))
-    return _limit(expect(resp, 200))
+def reset_flow(id_or_name: str) -> Flow[Limit]:
+    resp = yield Call(Request("POST", limit_path(id_or_name, "/reset")))
+    return limit_of(expect(resp, 200))
 
 
-def leases_flow(id_or_name: str) -> CrudFlow:
-    resp = yield Call(Request("GET", _path(id_or_name, "/leases")))
+def leases_flow(id_or_name: str) -> Flow[list[Lease]]:
+    resp = yield Call(Request("GET", limit_path(id_or_name, "/leases")))
     return [Lease.from_json(item) for item in expect(resp, 200).body]
 
 
-def revoke_flow(lease_id: str) -> CrudFlow:
+def history_flow(id_or_name: str, limit: int = 100, before: int | None = None) -> Flow[list[dict[str, Any]]]:
+    """The limit's activity (audit) records, newest first: who created, changed, reset it or revoked its leases."""
+    query = f"?limit={int(limit)}" + (f"&before={int(before)}" if before is not None else "")
+    resp = yield Call(Request("GET", limit_path(id_or_name, "/activity" + query)))
+    return list(expect(resp, 200).body)
+
+
+def revoke_flow(lease_id: str) -> Flow[None]:
     resp = yield Call(Request("DELETE", f"{LIMITS_PATH}/leases/{quote(lease_id, safe='')}"))
     expect(resp, 204)

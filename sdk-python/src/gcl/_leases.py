@@ -1,4 +1,4 @@
-"""Lease renewal in a background thread, and delivery of "lease lost" to the code holding the slots."""
+"""Lease renewal beside the work (a thread, never the event loop) and delivery of "lease lost" to its holder."""
 
 from __future__ import annotations
 
@@ -12,9 +12,12 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
-from gcl._base import DEFAULT_HTTP_TIMEOUT, Config, Grant, backoff, renew_request
-from gcl.client import SyncTransport
+from gcl._config import DEFAULT_HTTP_TIMEOUT, Config
+from gcl._flows import backoff
+from gcl._transport import SyncTransport
+from gcl._wire import Grant, renew_request
 from gcl.errors import GCLConnectionError, LeaseLostError
 
 logger = logging.getLogger("gcl")
@@ -38,7 +41,7 @@ def interrupt_thread(thread_id: int, exc_type: type[BaseException] | None) -> bo
     read, ``time.sleep``) sees the exception when that call returns.
     """
     payload = ctypes.py_object(exc_type) if exc_type is not None else None
-    hit = ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), payload)
+    hit: int = ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), payload)
     if hit > 1:  # cannot happen for a valid id; undo rather than hit several threads
         ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), None)
     return hit == 1
@@ -213,7 +216,7 @@ class HeldSlots:
     def __init__(self, grant: Grant | None = None) -> None:
         self.names: list[str] = grant.names if grant else []
         self.occupy: int = grant.occupy if grant else 0
-        self.limits: list[dict] = grant.limits if grant else []
+        self.limits: list[dict[str, Any]] = grant.limits if grant else []
         self.missing: list[str] = grant.missing if grant else []
         self.lease_id: str | None = grant.lease_id if grant else None
         self.fencing_token: int | None = grant.fencing_token if grant else None

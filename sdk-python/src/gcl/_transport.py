@@ -1,36 +1,140 @@
-"""Asynchronous transport (httpx), flow driver and the CRUD ``AsyncClient``."""
+"""The SDK's only I/O: the sync (urllib3, or requests) and async (httpx) transports and the two flow drivers."""
 
 from __future__ import annotations
 
 import asyncio
-import builtins
+import json
+import os
 import ssl
-from collections.abc import Awaitable, Callable, Sequence
+import time
+from collections.abc import Awaitable, Callable
 from functools import cache
-from typing import Any, Self
+from importlib import metadata
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
+import certifi
 import httpx
+import requests
+import urllib3
 
-from gcl import _crud
-from gcl._base import (
-    DEFAULT_HTTP_TIMEOUT,
-    Call,
-    Config,
-    Flow,
-    Request,
-    Response,
-    auth_headers,
-    connection_reason,
-    resolve_config,
-    to_response,
-)
-from gcl._crud import Lease, Limit
+from gcl._config import DEFAULT_HTTP_TIMEOUT, Config, auth_headers
+from gcl._flows import Call, Flow
+from gcl._wire import Request, Response, connection_reason, to_response
 from gcl.errors import GCLConnectionError
+
+T = TypeVar("T")
+POOL_SIZE = 64  # blocks parked in the server's queue each hold a connection: keep more than requests' 10
+
+
+def _user_agent() -> str:
+    try:
+        return f"gcl-python/{metadata.version('gcl')}"
+    except metadata.PackageNotFoundError:
+        return "gcl-python"
+
+
+USER_AGENT = _user_agent()
+
+
+def session_for(url: str) -> requests.Session:
+    """A session for one server, with what requests would read from the environment on every request read once.
+
+    requests looks up the proxy variables (scanning os.environ), the CA-bundle variables and ~/.netrc for each request:
+    about 0.1 ms of CPU per call, on every acquire and every release. The SDK only calls one URL, so the answers are
+    the same for all its requests; they are resolved here, when the client is made. ~/.netrc is left out: GCL
+    authenticates with a bearer key, which a netrc login for the host would silently replace."""
+    session = requests.Session()
+    settings = session.merge_environment_settings(url, {}, None, None, None)
+    session.proxies = settings["proxies"]
+    session.verify = settings["verify"]
+    session.trust_env = False
+    return session
+
+
+def pool_for(url: str, settings: requests.Session | None = None) -> urllib3.HTTPConnectionPool | None:
+    """A urllib3 connection pool for a server reached directly (no proxy applies to it), with the CA bundle requests
+    would use; None when a proxy applies: then requests, which knows every kind of proxy, sends (``session_for``).
+    settings: that session, when the caller has made it already.
+
+    urllib3 is the connection layer under requests; called directly, without requests' per-request work (preparing,
+    hooks, cookies, adapters), an acquire+release through the SDK took 1.3 ms of client CPU instead of 2.2 ms on
+    2 cores, and 2.2 ms instead of 3.3 ms end to end (p50)."""
+    settings = settings or session_for(url)
+    if requests.utils.select_proxy(url, settings.proxies):
+        return None
+    tls: dict[str, Any] = {}
+    if url.startswith("https:"):
+        # True (requests' own bundle) or the path the CA-bundle variables name; never False from the environment.
+        bundle = certifi.where() if settings.verify is True else str(settings.verify)
+        tls["cert_reqs"] = "CERT_REQUIRED"
+        tls["ca_cert_dir" if os.path.isdir(bundle) else "ca_certs"] = bundle
+    return urllib3.connection_from_url(url, maxsize=POOL_SIZE, retries=False, **tls)
+
+
+class SyncTransport:
+    """Sends ``Request`` objects over urllib3 (``pool_for``), or the ``requests.Session`` given (or made for a proxy);
+    connection failures become GCLConnectionError."""
+
+    def __init__(self, config: Config, session: requests.Session | None = None) -> None:
+        self.config = config
+        self._own = session is None
+        self._pool = None
+        if session is None:  # the environment read once: a direct pool, or this session when a proxy applies
+            session = session_for(config.api_url)
+            self._pool = pool_for(config.api_url, session)
+        self._prefix = urlsplit(config.api_url).path  # the pool knows the host: requests name only the path
+        self.session = session
+        self._headers = {"Accept": "application/json", "User-Agent": USER_AGENT, **auth_headers(config)}
+
+    def send(self, req: Request) -> Response:
+        if self._pool is None:
+            return self._send_requests(req)
+        headers = {**self._headers, **req.headers}
+        body = None
+        if req.json is not None:
+            body = json.dumps(req.json, allow_nan=False).encode()
+            headers["Content-Type"] = "application/json"
+        timeout = req.timeout or DEFAULT_HTTP_TIMEOUT
+        try:
+            raw = self._pool.urlopen(
+                req.method,
+                self._prefix + req.path,
+                body=body,
+                headers=headers,
+                timeout=urllib3.Timeout(connect=timeout, read=timeout),
+                redirect=False,
+                retries=False,
+            )
+        except urllib3.exceptions.HTTPError as exc:
+            raise GCLConnectionError(f"Cannot reach {self.config.api_url}: {connection_reason(exc)}") from exc
+        content = raw.data
+        return to_response(raw.status, raw.headers, content, lambda: content.decode("utf-8", "replace"))
+
+    def _send_requests(self, req: Request) -> Response:
+        try:
+            raw = self.session.request(
+                req.method,
+                self.config.api_url + req.path,
+                json=req.json,
+                headers={**self._headers, **req.headers},
+                timeout=req.timeout or DEFAULT_HTTP_TIMEOUT,
+            )
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            raise GCLConnectionError(f"Cannot reach {self.config.api_url}: {connection_reason(exc)}") from exc
+        # lower_items(): the stored keys, without a case-insensitive look-up per header
+        return to_response(raw.status_code, dict(raw.headers.lower_items()), raw.content, lambda: raw.text)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+        elif self._own:
+            self.session.close()
 
 
 @cache
 def _ssl_context() -> ssl.SSLContext:
-    # Building a verifying context costs milliseconds; short-lived clients share one.
+    # Building a verifying context costs milliseconds; clients share one.
     return httpx.create_ssl_context()
 
 
@@ -40,8 +144,10 @@ class AsyncTransport:
     def __init__(self, config: Config, client: httpx.AsyncClient | None = None) -> None:
         self.config = config
         self._own = client is None
-        self.client = client or httpx.AsyncClient(verify=_ssl_context())
-        self._headers = {"Accept": "application/json", **auth_headers(config)}
+        self.client = client or httpx.AsyncClient(
+            verify=_ssl_context(), limits=httpx.Limits(max_connections=None, max_keepalive_connections=POOL_SIZE)
+        )
+        self._headers = {"Accept": "application/json", "User-Agent": USER_AGENT, **auth_headers(config)}
 
     async def send(self, req: Request) -> Response:
         try:
@@ -61,19 +167,40 @@ class AsyncTransport:
             await self.client.aclose()
 
 
-async def run_async(
-    flow: Flow,
-    send: Callable[[Request], Awaitable[Response]],
-    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-) -> Any:
-    """Drive a sans-I/O flow on the event loop (twin of ``client.run_sync``)."""
+def run_sync(flow: Flow[T], send: Callable[[Request], Response], sleep: Callable[[float], None] = time.sleep) -> T:
+    """Drive a sans-I/O flow: perform each Call/Sleep step and feed the result back."""
     value: Any = None
     error: BaseException | None = None
     while True:
         try:
             step = flow.throw(error) if error is not None else flow.send(value)
         except StopIteration as stop:
-            return stop.value
+            result: T = stop.value
+            return result
+        value = error = None
+        if isinstance(step, Call):
+            try:
+                value = send(step.request)
+            except GCLConnectionError as exc:
+                error = exc
+        else:
+            sleep(step.seconds)
+
+
+async def run_async(
+    flow: Flow[T],
+    send: Callable[[Request], Awaitable[Response]],
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> T:
+    """Drive a sans-I/O flow on the event loop (twin of ``run_sync``)."""
+    value: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            step = flow.throw(error) if error is not None else flow.send(value)
+        except StopIteration as stop:
+            result: T = stop.value
+            return result
         value = error = None
         if isinstance(step, Call):
             try:
@@ -82,87 +209,3 @@ async def run_async(
                 error = exc
         else:
             await sleep(step.seconds)
-
-
-class AsyncClient:
-    """Async twin of ``gcl.Client``: same methods, awaited."""
-
-    def __init__(
-        self,
-        api_url: str | None = None,
-        api_key: str | None = None,
-        *,
-        client: httpx.AsyncClient | None = None,
-    ) -> None:
-        self.config = resolve_config(api_url, api_key)
-        self.transport = AsyncTransport(self.config, client)
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        await self.transport.aclose()
-
-    async def _run(self, flow: Flow) -> Any:
-        return await run_async(flow, self.transport.send)
-
-    async def create(self, name: str, limit: int, *, active: bool = True, slot_decay_per_second: float = 0.0) -> Limit:
-        return await self._run(_crud.create_flow(name, limit, active, slot_decay_per_second))
-
-    async def read(self, id_or_name: str) -> Limit:
-        return await self._run(_crud.read_flow(id_or_name))
-
-    async def list(
-        self,
-        *,
-        names: Sequence[str] | None = None,
-        name_prefix: str | None = None,
-        active: bool | None = None,
-        page_size: int = _crud.MAX_PAGE_SIZE,
-    ) -> builtins.list[Limit]:
-        return await self._run(_crud.list_flow(names, name_prefix, active, page_size))
-
-    async def update(
-        self,
-        id_or_name: str,
-        *,
-        name: str | None = None,
-        limit: int | None = None,
-        active: bool | None = None,
-        slot_decay_per_second: float | None = None,
-        if_match: str | None = None,
-    ) -> None:
-        changes = {"name": name, "limit": limit, "active": active, "slot_decay_per_second": slot_decay_per_second}
-        await self._run(_crud.update_flow(id_or_name, changes, if_match))
-
-    async def upsert(
-        self,
-        name: str,
-        limit: int,
-        *,
-        active: bool = True,
-        slot_decay_per_second: float = 0.0,
-        if_match: str | None = None,
-    ) -> Limit:
-        return await self._run(_crud.upsert_flow(name, limit, active, slot_decay_per_second, if_match))
-
-    async def delete(self, id_or_name: str, *, if_match: str | None = None) -> None:
-        await self._run(_crud.delete_flow(id_or_name, if_match))
-
-    async def reset(self, id_or_name: str) -> Limit:
-        return await self._run(_crud.reset_flow(id_or_name))
-
-    async def leases(self, id_or_name: str) -> builtins.list[Lease]:
-        return await self._run(_crud.leases_flow(id_or_name))
-
-    async def revoke(self, lease_id: str) -> None:
-        await self._run(_crud.revoke_flow(lease_id))
-
-    async def enable(self, id_or_name: str) -> None:
-        await self.update(id_or_name, active=True)
-
-    async def disable(self, id_or_name: str) -> None:
-        await self.update(id_or_name, active=False)

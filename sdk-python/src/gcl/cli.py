@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from importlib.metadata import version
 from typing import Any, NoReturn
 
-from gcl._crud import Lease, Limit
+from gcl._wire import Lease, Limit
 from gcl.client import Client
 from gcl.errors import GCLError
 
@@ -23,7 +23,7 @@ def _when(value: Any) -> str:
     return value.isoformat(timespec="seconds") if value else "-"
 
 
-def _table(headers: Sequence[str], rows: list[Sequence[Any]]) -> str:
+def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     cells = [list(map(str, headers))] + [[str(c) for c in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells)
@@ -67,6 +67,27 @@ def _print_leases(leases: list[Lease], output: str) -> None:
     print(_table(("LEASE", "SLOTS", "HOLDER", "ACQUIRED", "EXPIRES", "TOKEN"), rows))
 
 
+def _print_history(records: list[dict[str, Any]], output: str) -> None:
+    if output == "json":
+        print(json.dumps(records, indent=2))
+        return
+    rows = []
+    for record in records:
+        detail = record.get("detail") or {}
+        change = ""
+        if "before" in detail or "after" in detail:
+            before, after = detail.get("before") or {}, detail.get("after") or {}
+            change = ", ".join(
+                f"{key}: {before.get(key, '-')} -> {after.get(key, '-')}"
+                for key in sorted(set(before) | set(after))
+                if before.get(key) != after.get(key)
+            )
+        elif record.get("lease_id"):
+            change = f"lease {record['lease_id']} ({record.get('slots')} slots)"
+        rows.append((record["at"], record["kind"], record.get("actor") or "-", change))
+    print(_table(("AT", "KIND", "ACTOR", "CHANGE"), rows))
+
+
 def _confirm(question: str) -> bool:
     try:
         return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
@@ -104,6 +125,8 @@ def _run(args: argparse.Namespace, client: Client) -> int:
         print(f"Limit {lim.name!r} reset.")
     elif cmd == "leases":
         _print_leases(client.leases(args.name), out)
+    elif cmd == "history":
+        _print_history(client.history(args.name, limit=args.limit), out)
     return 0
 
 
@@ -141,6 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     delete.add_argument("-y", "--yes", action="store_true", help="do not ask")
     command("reset", "Revoke every lease of a limit and clear its counters.")
     command("leases", "List a limit's live leases.", output=True)
+    history = command("history", "Show who changed a limit, reset it or revoked its leases, newest first.", output=True)
+    history.add_argument("-n", "--limit", type=int, default=20, help="how many records (default 20)")
     return parser
 
 

@@ -2,156 +2,60 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import os
 import threading
-import time
 import warnings
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
-from gcl._base import (
-    AcquireSpec,
-    Request,
-    Response,
-    acquire_flow,
+from gcl._context import (
+    GuardedSender,
     concurrency_spec,
-    lease_id_of,
+    default_client,
     missing_message,
-    parked_ticket,
     rate_limit_spec,
     release_failed_message,
-    release_flow,
-    resolve_config,
-    withdraw_request,
+    workers,
 )
-from gcl._workers import Job, ignore, workers
-from gcl.client import Client, SyncTransport, run_sync
+from gcl._flows import acquire_flow, release_flow
+from gcl._leases import HeldSlots, LeaseKeeper, LeaseLostInterrupt, interrupt_thread
+from gcl._transport import SyncTransport, run_sync
+from gcl._wire import AcquireSpec
+from gcl.client import Client
 from gcl.errors import LeaseLostError, LeaseLostWarning, MissingLimitWarning, ReleaseFailedWarning
-from gcl.leases import HeldSlots, LeaseKeeper, LeaseLostInterrupt, interrupt_thread
 
 __all__ = ["concurrency", "rate_limit"]
 
 
-CANCEL_CLEANUP_SECONDS = 5.0
-# A signal that arrives after the waiting thread released the GIL but before its wait began (a Ctrl-C, under load)
-# does not cut the wait short: CPython runs its handler only when the wait ends, for a parked request up to 30 s
-# later. Waiting in slices of this length bounds that delay.
-INTERRUPT_CHECK_SECONDS = 0.1
-
-
-class _GuardedSender:
-    """Sends acquisition requests from a worker thread, so that an interrupt in the caller
-    (KeyboardInterrupt, an async exception) cannot lose a grant: a 200 that arrives after the
-    caller gave up is released by the worker, which then closes the transport if we own it."""
-
-    def __init__(self, transport: SyncTransport, own: bool) -> None:
-        self.transport = transport
-        self.own = own
-        self.handed_off = False
-        self.last_sent = 0.0
-
-    def __call__(self, req: Request) -> Response:
-        self.last_sent = time.monotonic()
-        job = Job(self.transport.send, req, self._finish_orphan)
-        try:
-            workers.submit(job)
-            done = False
-            while not done:  # in slices: see INTERRUPT_CHECK_SECONDS
-                done = job.done.acquire(timeout=INTERRUPT_CHECK_SECONDS)
-        except BaseException:
-            self.handed_off = True
-            started, finished = job.abandon()
-            if finished:
-                workers.submit(functools.partial(self._finish_orphan, job.resp))
-            elif started and (ticket := parked_ticket(req)):
-                # Parked in the server's queue: withdrawing ends that request at once. Finish (and release a
-                # grant that raced in) before the interrupt goes on, so nothing of ours holds a place or a slot.
-                withdraw = Job(self.transport.send, withdraw_request(ticket), ignore)
-                workers.submit(withdraw)
-                with contextlib.suppress(BaseException):  # a second Ctrl-C only stops us waiting
-                    withdraw.done.acquire(timeout=CANCEL_CLEANUP_SECONDS)
-                    job.orphan_done.acquire(timeout=CANCEL_CLEANUP_SECONDS)
-            raise
-        if job.exc is not None:
-            raise job.exc
-        return job.resp
-
-    def _finish_orphan(self, resp: Response | None) -> None:
-        try:
-            lease_id = lease_id_of(resp) if resp is not None else None
-            if lease_id:
-                run_sync(release_flow(lease_id), self.transport.send)
-        finally:
-            if self.own:
-                self.transport.close()
-
-
-def _release_again(transport: SyncTransport, lease_id: str | None, own: bool) -> None:
-    try:
-        if lease_id is not None:
-            run_sync(release_flow(lease_id), transport.send)
-    finally:
-        if own:
-            transport.close()
-
-
-_defaults = threading.local()
-
-
-def _forget_defaults() -> None:
-    """In a forked child: its blocks make clients of their own. Sending on the parent's kept-alive connections, the
-    two processes would read each other's answers."""
-    _defaults.__dict__.pop("clients", None)
-
-
-os.register_at_fork(after_in_child=_forget_defaults)
-
-
-def default_client(config_args: tuple) -> Client:
-    """One client per thread and configuration, so blocks without ``client=`` reuse a keep-alive connection."""
-    config = resolve_config(*config_args)
-    cache = _defaults.__dict__.setdefault("clients", {})
-    if config not in cache:
-        cache[config] = Client(api_url=config.api_url, api_key=config.api_key)
-    return cache[config]
+def _release_again(transport: SyncTransport, lease_id: str) -> None:
+    run_sync(release_flow(lease_id), transport.send)
 
 
 class ConcurrencyContext:
     """Acquire on enter, renew while inside, release on every exit path. See ``concurrency``."""
 
-    def __init__(self, spec: AcquireSpec, raise_on_loss: bool, client: Client | None, config_args: tuple) -> None:
+    def __init__(self, spec: AcquireSpec, raise_on_loss: bool, client: Client) -> None:
         self._spec = spec
         self._raise_on_loss = raise_on_loss
         self._client = client
-        self._config = client.config if client else resolve_config(*config_args)
         self._lock = threading.Lock()
         self._exiting = False
         self._interrupted = False
         self._owner = 0
-        self._transport: SyncTransport | None = None
         self._held = HeldSlots()
 
     def __enter__(self) -> HeldSlots:
         if not self._spec.names:
             return self._held
-        own = self._client is None
-        self._transport = SyncTransport(self._config) if own else self._client.transport
-        sender = _GuardedSender(self._transport, own)
-        try:
-            grant = run_sync(acquire_flow(self._spec), sender)
-        except BaseException:
-            if own and not sender.handed_off:
-                self._transport.close()
-            raise
+        sender = GuardedSender(self._client.transport)
+        grant = run_sync(acquire_flow(self._spec), sender)
         self._held = HeldSlots(grant)
         try:
             if grant.lease_id and grant.limits and self._spec.lease_duration:
                 self._owner = threading.get_ident()
                 self._held.keeper = LeaseKeeper(
-                    self._config, grant.lease_id, self._spec.lease_duration, self._on_lost, sender.last_sent
+                    self._client.config, grant.lease_id, self._spec.lease_duration, self._on_lost, sender.last_sent
                 ).start()
             if msg := missing_message(grant):
                 warnings.warn(msg, MissingLimitWarning, stacklevel=2)
@@ -172,7 +76,8 @@ class ConcurrencyContext:
         try:
             return self._exit(exc)
         except LeaseLostInterrupt as late:  # delivered just as the body ended, before the lock below
-            raise LeaseLostError(str(self._held.keeper.lost), status_code=410) from late
+            lost = self._held.keeper.lost if self._held.keeper else None
+            raise LeaseLostError(str(lost), status_code=410) from late
 
     def _exit(self, exc: BaseException | None) -> bool:
         held = self._held
@@ -196,18 +101,16 @@ class ConcurrencyContext:
         return False
 
     def _release(self) -> None:
-        held, transport, own = self._held, self._transport, self._client is None
-        if transport is None:
+        held, transport = self._held, self._client.transport
+        if held.lease_id is None:
             return
         try:
-            released = held.lease_id is None or run_sync(release_flow(held.lease_id), transport.send)
+            released = run_sync(release_flow(held.lease_id), transport.send)
         except BaseException:
             # A second Ctrl-C cannot abort the release: it went out, or is lost with the connection; a worker
-            # sends it again (releasing is idempotent) and then closes the transport if we own it.
-            workers.submit(functools.partial(_release_again, transport, held.lease_id, own))
+            # sends it again (releasing is idempotent).
+            workers.submit(functools.partial(_release_again, transport, held.lease_id))
             raise
-        if own:
-            transport.close()
         if not released and not held.lost:  # a lost lease is gone anyway: no noise
             warnings.warn(release_failed_message(held.lease_id), ReleaseFailedWarning, stacklevel=4)
 
@@ -228,9 +131,15 @@ def concurrency(
 ) -> ConcurrencyContext:
     """Hold ``occupy`` slots on every limit in ``names`` while the ``with`` body runs.
 
-    Waits (polling, honouring ``Retry-After``) until all slots are free; ``timeout_seconds`` bounds
-    the whole wait (``AcquireConcurrencySlotTimeoutError``), ``max_retries`` the number of refusals.
-    Missing limits warn, or raise ``ConcurrencySlotAcquisitionError`` when ``strict``.
+    Waits in the server's first-come-first-served queue (each request parks up to 30 s on the server and
+    is re-issued with the same ticket, keeping its place) until all slots are granted; against a server
+    without queues it polls, honouring ``Retry-After``. ``timeout_seconds`` bounds the whole wait
+    (``AcquireConcurrencySlotTimeoutError``, naming the last cause); ``max_retries`` (a count of
+    refusals) makes it poll. An unreachable server (connection errors, 502/503/504) is retried with
+    backoff and the same ticket, so a grant committed behind a lost answer is found, not taken twice;
+    the ``gcl`` logger says when retrying starts, when the server has been unreachable for a while
+    and when it answers again. Missing limits warn, or raise ``ConcurrencySlotAcquisitionError`` when
+    ``strict``.
     A thread renews the lease every ~3/4 of ``lease_duration``. If the lease is lost and
     ``raise_on_lease_renewal_failure`` (default: ``strict``), the body is interrupted at its next
     bytecode boundary and ``LeaseLostError`` is raised; otherwise a ``LeaseLostWarning`` is issued.
@@ -238,8 +147,7 @@ def concurrency(
     """
     spec = concurrency_spec(names, occupy, timeout_seconds, max_retries, lease_duration, strict, holder)
     raise_on_loss = strict if raise_on_lease_renewal_failure is None else raise_on_lease_renewal_failure
-    client = client or default_client((api_url, api_key))
-    return ConcurrencyContext(spec, raise_on_loss, client, (api_url, api_key))
+    return ConcurrencyContext(spec, raise_on_loss, client or default_client(api_url, api_key))
 
 
 def rate_limit(
@@ -252,11 +160,13 @@ def rate_limit(
     api_url: str | None = None,
     api_key: str | None = None,
 ) -> None:
-    """Block until ``occupy`` slots are granted on every (decaying) limit in ``names``; never releases."""
+    """Block until ``occupy`` slots are granted on every (decaying) limit in ``names``; never releases.
+
+    Waits and retries as ``concurrency`` does; the pace is the limits' ``slot_decay_per_second``."""
     spec = rate_limit_spec(names, occupy, timeout_seconds, strict)
     if not spec.names:
         return
-    transport = (client or default_client((api_url, api_key))).transport
+    transport = (client or default_client(api_url, api_key)).transport
     grant = run_sync(acquire_flow(spec), transport.send)
     if msg := missing_message(grant):
         warnings.warn(msg, MissingLimitWarning, stacklevel=2)
