@@ -2,6 +2,7 @@
 
 import gzip
 import hashlib
+import json
 import re
 from pathlib import Path
 
@@ -195,3 +196,14 @@ def test_text_assets_travel_gzipped_when_the_browser_takes_it(client):
             assert packed.headers["Cache-Control"] == "public, max-age=31536000, immutable"
         with client.get(url) as plain:
             assert "Content-Encoding" not in plain.headers and plain.data == (STATIC / name).read_bytes()
+
+
+def test_the_refresh_travels_gzipped(client):
+    for i in range(60):
+        _create(client, f"z-{i:02d}")
+    plain = client.get("/api/ui/limits")
+    packed = client.get("/api/ui/limits", headers={"Accept-Encoding": "gzip"})
+    assert packed.headers["Content-Encoding"] == "gzip" and "Accept-Encoding" in packed.headers["Vary"]
+    assert len(packed.data) * 4 < len(plain.data)
+    body = json.loads(gzip.decompress(packed.data))
+    assert [r["name"] for r in body["items"]] == [r["name"] for r in plain.get_json()["items"]]
