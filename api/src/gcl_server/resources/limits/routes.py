@@ -68,7 +68,10 @@ class Limit(MethodView):
     @blp.alt_response(409, description="Rename onto an existing name")
     @blp.alt_response(412, description="If-Match does not match")
     def patch(self, headers, data, id_or_name):
-        """Update some fields of a limit; `active_slots: 0` resets it"""
+        """Update some fields of a limit
+
+        `{"active_slots": 0}` alone is Prefect's reset: it revokes the limit's leases. Runtime counters sent beside a
+        managed field are ignored, so a declarative apply never ends a lease."""
         limit = service.update(id_or_name, data, headers.get("if_match"), actor=auth.actor())
         return None, 204, {"ETag": limit.etag}
 
