@@ -37,7 +37,10 @@ def serve(ws, actor):
 
 def _handshake(ws):
     """Prefect's clients authenticate in-band first; the upgrade request itself was already let in by its key."""
-    first = _json(ws.receive(timeout=IDLE_SECONDS))
+    try:
+        first = _json(ws.receive(timeout=IDLE_SECONDS))
+    except BadMessage:
+        first = None
     if not isinstance(first, dict) or first.get("type") != "auth":
         raise BadMessage(POLICY_VIOLATION, "Expected 'auth' message")
     ws.send(json.dumps({"type": "auth_success"}))

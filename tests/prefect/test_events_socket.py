@@ -1,0 +1,102 @@
+"""The events socket as Prefect's client speaks it, and what it answers to anything else (websockets' own client)."""
+
+import json
+import uuid
+
+import pytest
+
+from tests.conftest import Server
+
+# Runs under Prefect's virtualenv, which has the `websockets` client Prefect itself uses.
+PROBE = """
+from websockets.sync.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+def session(messages, subprotocols=("prefect",), headers=None):
+    url = API.replace("http", "ws", 1) + "/events/in"
+    try:
+        with connect(url, subprotocols=list(subprotocols) or None, additional_headers=headers, open_timeout=5) as ws:
+            replies = []
+            for message in messages:
+                ws.send(message)
+                if message.startswith('{"type": "auth"'):
+                    replies.append(json.loads(ws.recv(timeout=5)))
+            ws.ping().wait(5)  # Prefect's checkpoint: every message before it was read
+            try:
+                ws.recv(timeout=2)
+            except TimeoutError:
+                pass
+            return {"subprotocol": ws.subprotocol, "replies": replies, "closed": None}
+    except ConnectionClosed as exc:
+        return {"closed": [exc.rcvd.code, exc.rcvd.reason] if exc.rcvd else None}
+    except InvalidStatus as exc:
+        return {"status": exc.response.status_code}
+"""
+
+
+def event(limit_id, name, kind="acquired", slots=2):
+    return json.dumps(
+        {
+            "occurred": "2026-12-05T04:31:15.066765Z",
+            "event": f"prefect.concurrency-limit.{kind}",
+            "resource": {
+                "prefect.resource.id": f"prefect.concurrency-limit.{limit_id}",
+                "prefect.resource.name": name,
+                "slots-acquired": str(slots),
+                "limit": "3",
+            },
+            "related": [],
+            "payload": {},
+            "id": str(uuid.uuid4()),
+            "follows": None,
+        }
+    )
+
+
+def test_prefect_protocol_keeps_limit_events_and_drops_others(prefect):
+    name = f"sock-{uuid.uuid4().hex[:8]}"
+    limit_id = prefect.limit(name, limit=3)["id"]
+    other = json.dumps({**json.loads(event(limit_id, name)), "event": "prefect.flow-run.Completed"})
+    result = prefect.run(
+        PROBE
+        + f"""
+done(answer=session(['{{"type": "auth", "token": null}}', {event(limit_id, name)!r}, {other!r}]),
+     events=[(e["slots"], e["detail"]["event"]) for e in activity({name!r})])
+""",
+    )
+    assert result["answer"] == {"subprotocol": "prefect", "replies": [{"type": "auth_success"}], "closed": None}
+    assert result["events"] == [[2, "prefect.concurrency-limit.acquired"]]
+
+
+@pytest.mark.parametrize(
+    ("messages", "subprotocols", "code", "reason"),
+    [
+        (["not json"], ("prefect",), 1008, "Expected 'auth' message"),
+        (['{"type": "auth", "token": null}', "not json"], ("prefect",), 1007, "Each message must be one JSON event."),
+        (['{"type": "auth", "token": null}', '{"event": "x"}'], ("prefect",), 1007, "Not a Prefect event"),
+        (['{"event": "x", "id": "nope"}'], (), 1007, "Not a Prefect event"),
+    ],
+)
+def test_bad_messages_close_the_socket_with_a_reason(prefect, messages, subprotocols, code, reason):
+    result = prefect.run(PROBE + f"done(answer=session({messages!r}, {subprotocols!r}))")
+    closed_code, closed_reason = result["answer"]["closed"]
+    assert closed_code == code and closed_reason.startswith(reason)
+
+
+def test_with_api_keys_the_upgrade_needs_an_acquire_key(prefect, tmp_path):
+    server = Server(tmp_path / "keyed", workers=1, env={"GCL_API_KEYS": "admin-k,reader-k:read,worker-k:acquire"})
+    server.start()
+    try:
+        prefect.env["PREFECT_API_URL"] = server.url
+        result = prefect.run(
+            PROBE
+            + """
+auth = '{"type": "auth", "token": null}'
+done(none=session([auth]), reader=session([auth], headers={"Authorization": "Bearer reader-k"}),
+     worker=session([auth], headers={"Authorization": "Bearer worker-k"}))
+"""
+        )
+    finally:
+        server.stop()
+    assert result["none"] == {"status": 401} and result["reader"] == {"status": 403}
+    assert result["worker"]["replies"] == [{"type": "auth_success"}]
