@@ -4,7 +4,6 @@ import contextlib
 import fcntl
 import logging
 import os
-import select
 import threading
 import time
 from urllib.parse import parse_qs, unquote, urlparse
@@ -13,6 +12,7 @@ import peewee
 import psycopg2.extensions
 from playhouse.pool import PooledPostgresqlDatabase
 
+from .fds import readable
 from .settings import default_database_url
 
 log = logging.getLogger(__name__)
@@ -175,10 +175,9 @@ class PostgresPool(PooledPostgresqlDatabase):
         if conn.closed or conn.info.transaction_status != psycopg2.extensions.TRANSACTION_STATUS_IDLE:
             return super()._is_closed(conn)
         try:
-            readable, _, _ = select.select([conn], [], [], 0)
+            return bool(readable([conn], 0))
         except (OSError, ValueError):
             return True
-        return bool(readable)
 
 
 def pgcode(exc):

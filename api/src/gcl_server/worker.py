@@ -16,7 +16,6 @@ import contextlib
 import errno
 import io
 import os
-import select
 import threading
 import time
 
@@ -24,6 +23,7 @@ from gunicorn import glogging, util
 from gunicorn.workers.gthread import ThreadWorker
 
 from . import h1
+from .fds import readable
 from .telemetry.logs import JsonLogger
 
 LINGER_SECONDS = 5.0  # an idle connection goes back to the poller after this long
@@ -93,7 +93,7 @@ class KeepAliveThreadWorker(ThreadWorker):
                     os.eventfd_read(self._pressure)
 
     def _short_of_threads(self):
-        return self._busy >= self._high or select.select([self._pressure], [], [], 0)[0]
+        return self._busy >= self._high or bool(readable([self._pressure], 0))
 
     def handle(self, conn):
         self._enter()
@@ -171,9 +171,9 @@ class KeepAliveThreadWorker(ThreadWorker):
                 return False
             try:
                 watched = [conn.sock, self._pressure, self._stopping]
-                readable = select.select(watched, [], [], min(left, SLICE_SECONDS))[0]
+                ready = readable(watched, min(left, SLICE_SECONDS))
             except (OSError, ValueError):  # closed under us: the poller's path reports it
                 return False
-            if conn.sock in readable and self.alive:
+            if conn.sock in ready and self.alive:
                 return True
         return False

@@ -8,10 +8,19 @@ import uuid
 from marshmallow import ValidationError, fields, validate
 
 MAX_INT = 2**31 - 1
+INT64 = validate.Range(min=-(2**63), max=2**63 - 1)  # what the database stores: the bound of an Int declaring none
 BANNED_NAME_CHARACTERS = "/%&><"
 
 
 class Int(fields.Integer):
+    """A whole number (never a bool, float or string), always bounded: by its own Range, else by INT64."""
+
+    def __init__(self, *args, validate=None, **kwargs):
+        validators = [] if validate is None else list(validate) if isinstance(validate, list | tuple) else [validate]
+        if not any(isinstance(v, type(INT64)) for v in validators):
+            validators.append(INT64)
+        super().__init__(*args, validate=validators, **kwargs)
+
     def _deserialize(self, value, attr, data, **kwargs):
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValidationError("Must be a whole number.")

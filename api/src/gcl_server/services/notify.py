@@ -7,10 +7,11 @@ its own at least once a second, so a lost datagram costs latency, never correctn
 import contextlib
 import logging
 import os
-import select
 import socket
 import threading
 import time
+
+from ..fds import readable as readable_within
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ class Waker:
         if client is not None:
             watched.append(client)
         try:
-            readable = select.select(watched, [], [], max(timeout, 0.0))[0]
+            readable = readable_within(watched, timeout)
         except (OSError, ValueError):  # the client socket is already closed
             return "gone"
         woken = self.sock in readable and self._receive()
@@ -204,7 +205,7 @@ class PostgresNotifier:
                 conn.cursor().execute(f"LISTEN {self.CHANNEL}")
                 backoff = 0.1
                 while True:
-                    if select.select([conn], [], [], 5.0)[0]:
+                    if readable_within([conn], 5.0):
                         conn.poll()
                         while conn.notifies:
                             for entry in conn.notifies.pop(0).payload.split(","):

@@ -18,6 +18,7 @@ from .decay import EPSILON, decayed, denied_rate, fits
 
 MAX_RETRY_AFTER = 30.0
 MIN_RETRY_AFTER = 0.01
+CAPACITY_RETRY_AFTER = 1.0  # a request refused a parking place (the process holds all it may) asks again no sooner
 OCCUPANCY_EMA = 0.2
 
 
@@ -315,8 +316,10 @@ def _acquire_tx(
             waiting.record_grant(ticket, names, slots, mode, now)  # no lease to carry the ticket: a row of its own
         return result
     record_denied(rows, slots, now)  # refused, or queued: either way these slots were not free for it
-    if wait_seconds <= 0 or waiter_id is None:
+    if wait_seconds <= 0:
         return Refused(retry_after(in_the_way, slots, now))
+    if waiter_id is None:  # it asked to wait, but this process has no parking place left: not again at once
+        return Refused(max(retry_after(in_the_way, slots, now), CAPACITY_RETRY_AFTER))
     waiting.enqueue(
         rows, names, slots, mode, lease_seconds, anonymous, holder, now + wait_seconds, now, waiter_id, owner, actor
     )

@@ -11,7 +11,7 @@ class UiPageQuerySchema(Schema):
     q = fields.String(load_default="", validate=validate.Length(max=255), metadata={"description": "Name contains"})
     sort = fields.String(load_default="name", validate=validate.OneOf(SORTS))
     order = fields.String(load_default="asc", validate=validate.OneOf(("asc", "desc")))
-    offset = fields.Integer(load_default=0, validate=validate.Range(min=0))
+    offset = fields.Integer(load_default=0, validate=validate.Range(min=0, max=2**63 - 1))  # the database's integers
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
 
 
