@@ -330,3 +330,26 @@ def test_every_control_is_labelled_and_reachable_with_the_keyboard(browser, ui_s
     browser.switch_to.active_element.send_keys(Keys.ESCAPE)
     page.wait(lambda d: not d.find_element(By.ID, "limit-dialog").get_attribute("open"))
     assert browser.switch_to.active_element.get_attribute("id") == "edit-limit"  # focus goes back where it was
+
+
+def test_readable_on_a_narrow_window_and_in_dark_mode(browser, ui_server):
+    server = ui_server()
+    api = Api(server)
+    name = "a-rather-long-limit-name-for-a-narrow-window"
+    api.create(name, 8, slot_decay_per_second=0.25)
+    page = Page(browser, server)
+    dark = {"features": [{"name": "prefers-color-scheme", "value": "dark"}]}
+    browser.execute_cdp_cmd("Emulation.setEmulatedMedia", dark)
+    browser.set_window_size(420, 900)
+    try:
+        for path in ("/", f"/ui/limits/{name}"):
+            page.open(path)
+            page.text_in("#status-line", "Live")
+            # The page itself never scrolls sideways (a wide table scrolls inside its own box).
+            widths = browser.execute_script("return [document.documentElement.scrollWidth, window.innerWidth]")
+            assert widths[0] <= widths[1] + 1, (path, widths)
+            background = browser.execute_script("return getComputedStyle(document.body).backgroundColor")
+            assert sum(int(c) for c in background[4:-1].split(",")[:3]) < 3 * 60, background  # a dark page
+    finally:
+        browser.set_window_size(1280, 900)
+        browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
