@@ -100,3 +100,30 @@ done(none=session([auth]), reader=session([auth], headers={"Authorization": "Bea
         server.stop()
     assert result["none"] == {"status": 401} and result["reader"] == {"status": 403}
     assert result["worker"]["replies"] == [{"type": "auth_success"}]
+
+
+def test_event_sockets_hold_at_most_an_eighth_of_the_threads(prefect, tmp_path):
+    """With 16 threads, 2 sockets may be open: a third upgrade is refused at once (503), slot requests still go."""
+    server = Server(tmp_path / "small", workers=1, env={"GCL_THREADS": "16"}).start()
+    try:
+        prefect.env["PREFECT_API_URL"] = server.url
+        result = prefect.run(
+            PROBE
+            + """
+url = API.replace("http", "ws", 1) + "/events/in"
+held = [connect(url, subprotocols=["prefect"], open_timeout=5) for _ in range(2)]
+for ws in held:
+    ws.send('{"type": "auth", "token": null}')
+    ws.recv(timeout=5)
+third = session(['{"type": "auth", "token": null}'])
+ready = httpx.get(f"{API}/ready").status_code
+for ws in held:
+    ws.close()
+after = session(['{"type": "auth", "token": null}'])
+done(third=third, ready=ready, after=after["replies"])
+"""
+        )
+    finally:
+        server.stop()
+    assert result["third"] == {"status": 503} and result["ready"] == 200
+    assert result["after"] == [{"type": "auth_success"}]

@@ -1,12 +1,12 @@
 """Prefect-server routes Prefect's clients call beside the limits: /admin/version, /csrf-token, /events/in."""
 
-from flask import Response, jsonify, request
+from flask import Response, current_app, jsonify, request
 from flask.views import MethodView
 from simple_websocket import Server
 
 from ... import auth
 from ...auth import Blueprint
-from ...errors import Invalid
+from ...errors import Invalid, Unavailable
 from . import stream
 from .schemas import CsrfTokenQuerySchema
 
@@ -40,13 +40,19 @@ class CsrfToken(MethodView):
 class EventsIn(MethodView):
     @blp.requires("acquire")
     @blp.response(101, description="WebSocket (subprotocol `prefect`): keeps Prefect's concurrency-limit events")
+    @blp.alt_response(503, description="Too many event sockets open (at most 1/8 of a worker's threads hold one)")
     def get(self):
         """Prefect's events socket: slot acquired/released events go to the limits' activity history"""
-        ws = Server.accept(request.environ, subprotocols=["prefect"], max_message_size=stream.MAX_MESSAGE_BYTES)
+        if not stream.admit(current_app.config["THREADS"]):
+            raise Unavailable("Too many event sockets are open on this server; try again.", retry_after=5)
         try:
-            stream.serve(ws, auth.actor())
+            ws = Server.accept(request.environ, subprotocols=["prefect"], max_message_size=stream.MAX_MESSAGE_BYTES)
+            try:
+                stream.serve(ws, auth.actor())
+            finally:
+                ws.close()
         finally:
-            ws.close()
+            stream.leave()
         return _Detached(ws.mode)
 
 

@@ -1,6 +1,7 @@
 """The events socket's protocol, as a Prefect server speaks it to Prefect's SDK, and what is kept of its events."""
 
 import json
+import threading
 
 from marshmallow import ValidationError
 from simple_websocket import ConnectionClosed
@@ -9,7 +10,13 @@ from ...services import external_events
 from .schemas import LIMIT_EVENTS, LIMIT_RESOURCE_PREFIX, EventSchema
 
 MAX_MESSAGE_BYTES = 256 * 1024
-IDLE_SECONDS = 60.0  # an idle socket is closed (Prefect's client reconnects on its next event, unnoticed)
+# An open socket holds one of the worker's threads (and its reader thread): sockets live only while events come
+# (Prefect's client reconnects on its next event, without a log line), and at most 1/8 of the threads hold one, so
+# slot requests never queue behind event sockets. Past that, an upgrade is answered 503 (events are informational).
+IDLE_SECONDS = 10.0
+THREAD_SHARE = 8
+_open = None
+_open_lock = threading.Lock()
 POLICY_VIOLATION, INVALID_PAYLOAD = 1008, 1007
 _events = EventSchema()
 
@@ -18,6 +25,19 @@ class BadMessage(Exception):
     def __init__(self, code, reason):
         super().__init__(reason)
         self.code, self.reason = code, reason
+
+
+def admit(threads):
+    """Take a socket place in this process (False when all are taken); give it back with leave()."""
+    global _open
+    with _open_lock:
+        if _open is None:
+            _open = threading.BoundedSemaphore(max(1, threads // THREAD_SHARE))
+    return _open.acquire(blocking=False)
+
+
+def leave():
+    _open.release()
 
 
 def serve(ws, actor):
