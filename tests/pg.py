@@ -147,6 +147,14 @@ class PostgresCluster:
         self._run("pg_ctl", "restart", "-w", "-t", "60", "-m", mode, "-D", str(self.datadir), "-l", str(self.log_path),
                   "-o", self._options())  # fmt: skip
 
+    def halt(self, mode="fast"):
+        """Stop the server but keep its data (resume() starts it again on the same port)."""
+        self._run("pg_ctl", "stop", "-w", "-t", "60", "-m", mode, "-D", str(self.datadir))
+
+    def resume(self):
+        self._run("pg_ctl", "start", "-w", "-t", "60", "-D", str(self.datadir), "-l", str(self.log_path),
+                  "-o", self._options())  # fmt: skip
+
     @property
     def postmaster_pid(self):
         """The server's main process id (its backends are its children), or None when it is not running."""

@@ -7,6 +7,8 @@ from gunicorn.http.errors import NoMoreData, ParseException
 from marshmallow import INCLUDE, Schema, fields
 from werkzeug.exceptions import HTTPException, InternalServerError
 
+from .database import database_unavailable
+
 log = logging.getLogger(__name__)
 
 
@@ -51,6 +53,9 @@ class Locked(GCLError):
 
 class Unavailable(GCLError):
     status = 503
+
+
+DATABASE_RETRY_AFTER = 0.5  # a PostgreSQL restart took 0.3-0.7 s in tests/pgfaults
 
 
 class ErrorSchema(Schema):
@@ -156,9 +161,19 @@ def _first_error(errors, path=()):
     return f"{prefix}: {errors}" if prefix else str(errors)
 
 
+def unavailable_error(error):
+    """The 503 to answer when `error` means the database is away (restarting, unreachable), else None."""
+    if not database_unavailable(error):
+        return None
+    log.warning("database unavailable: %s", str(error).strip().splitlines()[0][:200] if str(error) else error)
+    return Unavailable("The database is unavailable; try again.", retry_after=DATABASE_RETRY_AFTER)
+
+
 def handle_unexpected(error):
     if isinstance(error, HTTPException):
         return handle_http_exception(error)
+    if (unavailable := unavailable_error(error)) is not None:
+        return handle_domain_error(unavailable)
     if isinstance(error, (RecursionError, UnicodeError)) or _digits_limit(error):
         # The JSON decoder's own limits (absurd nesting, undecodable text, an integer of more than 4300 digits):
         # the body is bad input.

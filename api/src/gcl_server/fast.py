@@ -20,7 +20,7 @@ from werkzeug.http import HTTP_STATUS_CODES
 
 from . import auth
 from .database import db
-from .errors import GCLError, envelope_body, retry_after_header, status_name
+from .errors import GCLError, envelope_body, retry_after_header, status_name, unavailable_error
 from .resources.fields import MAX_INT, iso_timestamp
 from .resources.slots import routes
 from .resources.slots.schemas import MODES
@@ -176,15 +176,17 @@ class FastSlots:
         try:
             result = handler(loaded, self.config, environ)
             payload = None if status == 204 else (shape(result) if shape else result)
-        except GCLError as error:
-            status = error.status
-            payload = envelope_body(status, status_name(status), error.message, error.errors, error.extra)
-            if error.retry_after is not None:
-                headers.append(("Retry-After", retry_after_header(error.retry_after)))
-        except Exception:
-            log.exception("unhandled error")
-            status = 500
-            payload = envelope_body(500, "Internal Server Error", "Internal server error.")
+        except Exception as exc:  # a domain error or the database away (503): the envelope; anything else: 500
+            error = exc if isinstance(exc, GCLError) else unavailable_error(exc)
+            if error is None:
+                log.exception("unhandled error")
+                status = 500
+                payload = envelope_body(500, "Internal Server Error", "Internal server error.")
+            else:
+                status = error.status
+                payload = envelope_body(status, status_name(status), error.message, error.errors, error.extra)
+                if error.retry_after is not None:
+                    headers.append(("Retry-After", retry_after_header(error.retry_after)))
         finally:
             db.obj.dialect.release_connection()  # PostgreSQL: back to the pool, as after a Flask request
         data = b"" if payload is None else (self.app.json.dumps(payload, separators=(",", ":")) + "\n").encode()

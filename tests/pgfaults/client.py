@@ -1,0 +1,52 @@
+"""One SDK client process for the PostgreSQL fault tests: holds a limit again and again, recording every hold.
+
+Usage: python -m tests.pgfaults.client API_URL NAME OUT_JSON STOP_FILE SEED
+
+Hold intervals are taken with time.time() inside the `with` body (entered after the grant arrived, left before the
+release is sent), so an overlap seen here really happened on the server. Leases last 10 s: a lease the client lost
+track of would still be listed when the test looks, right after the clients stop.
+"""
+
+import json
+import os
+import random
+import sys
+import time
+import warnings
+
+from gcl import GCLError
+from gcl.sync import concurrency
+
+LEASE_SECONDS = 10.0
+ACQUIRE_TIMEOUT_SECONDS = 30.0
+BUDGET_SECONDS = 90.0  # a client never outlives this, whatever the test does
+
+
+def main(api_url, name, out, stop_file, seed):
+    rng = random.Random(seed)
+    record = {"holds": [], "waits": [], "errors": [], "unexpected": [], "warnings": []}
+    deadline = time.time() + BUDGET_SECONDS
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        while not os.path.exists(stop_file) and time.time() < deadline:
+            asked = time.time()
+            try:
+                with concurrency(name, timeout_seconds=ACQUIRE_TIMEOUT_SECONDS, lease_duration=LEASE_SECONDS,
+                                 strict=True, api_url=api_url):  # fmt: skip
+                    entered = time.time()
+                    time.sleep(rng.uniform(0.01, 0.05))
+                    left = time.time()
+                record["holds"].append((entered, left))
+                record["waits"].append((asked, entered - asked))
+            except (GCLError, TimeoutError) as exc:  # a clear error: the SDK's own, naming its cause
+                record["errors"].append((time.time(), type(exc).__name__, str(exc)[:300]))
+            except Exception as exc:  # anything else is a failure of the SDK or the server
+                record["unexpected"].append((time.time(), type(exc).__name__, str(exc)[:300]))
+        record["warnings"] = [f"{w.category.__name__}: {str(w.message)[:200]}" for w in caught]
+    with open(out + ".tmp", "w") as file:
+        json.dump(record, file)
+    os.replace(out + ".tmp", out)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]))
