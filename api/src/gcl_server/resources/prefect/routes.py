@@ -6,7 +6,7 @@ from simple_websocket import Server
 
 from ... import auth
 from ...auth import Blueprint
-from ...errors import Invalid, Unavailable
+from ...errors import ErrorSchema, Invalid, Unavailable
 from . import stream
 from .schemas import CsrfTokenQuerySchema
 
@@ -40,7 +40,12 @@ class CsrfToken(MethodView):
 class EventsIn(MethodView):
     @blp.requires("acquire")
     @blp.response(101, description="WebSocket (subprotocol `prefect`): keeps Prefect's concurrency-limit events")
-    @blp.alt_response(503, description="Too many event sockets open (at most 1/8 of a worker's threads hold one)")
+    @blp.alt_response(
+        503,
+        schema=ErrorSchema,
+        description="The database is busy, or too many event sockets are open (at most 1/8 of a worker's threads "
+        "hold one): try again after Retry-After",
+    )
     def get(self):
         """Prefect's events socket: slot acquired/released events go to the limits' activity history"""
         if not stream.admit(current_app.config["THREADS"]):
