@@ -90,9 +90,9 @@ openapi-check: $(STAMP)
 test-py: $(STAMP) postgres chromium ops-tools
 	$(BIN)/pytest --ignore=tests/prefect $(PYTEST_ARGS)
 
-## The API and engine suites again, on a throwaway PostgreSQL (started and stopped by the tests).
+## The API and engine suites (and the Prefect wire contract) again, on a throwaway PostgreSQL (started and stopped by the tests).
 test-pg: $(STAMP) postgres
-	GCL_TEST_DATABASE=postgresql $(BIN)/pytest tests/api $(PYTEST_ARGS)
+	GCL_TEST_DATABASE=postgresql $(BIN)/pytest tests/api tests/prefect/test_wire.py tests/prefect/test_terraform_replay.py $(PYTEST_ARGS)
 
 test-go: $(STAMP)
 	$(MAKE) -C terraform-provider test
