@@ -181,6 +181,8 @@ FRAMING = {
     "cr-in-header": _framed(b"Content-Length: 2\r\nX-Note: a\rb\r\n", b"{}" + NEXT),
     "bare-lf-headers": b"POST " + BASE.encode() + b"/ HTTP/1.1\nHost: x\nContent-Length: 2\n\n{}" + NEXT,
     "http-2.0-line": b"GET /api/health HTTP/2.0\r\nHost: x\r\n\r\n",
+    "uri-too-long": b"GET /api/health?" + b"a" * 8000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+    "header-too-large": b"GET /api/health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n",
     "garbage-line": b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n",
 }
 
@@ -192,6 +194,7 @@ def test_ambiguous_framing_is_refused(server, unchanged, case, kept_alive):
     assert answers, "an answer, not a silent close"
     status, body = answers[0]
     assert 400 <= status < 500 or status == 505, (status, body[:200])
+    assert json.loads(body)["code"] == status, "the one JSON error envelope, gunicorn's refusals included"
     assert len(answers) == 1, f"nothing after the refusal is read as a request: {answers}"
     assert requests.get(f"{server.limits_url}/smuggled", timeout=5).status_code == 404
 

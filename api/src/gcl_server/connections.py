@@ -25,10 +25,13 @@ import selectors
 import socket
 import struct
 import time
+import types
 from functools import partial
 
 import httptools
+from gunicorn import util
 from gunicorn.http2 import negotiation
+from gunicorn.workers import base
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
 from .worker import KeepAliveThreadWorker
@@ -127,6 +130,7 @@ class GuardedWorker(KeepAliveThreadWorker):
         self._refused = []  # (close at, socket)
 
     def init_process(self):
+        _json_error_pages()
         self._guard = not self.cfg.is_ssl and not negotiation.prior_knowledge_allowed(self.cfg, ("127.0.0.1", 0))
         # Refuse before the process runs out of file descriptors (a worker's connections are spread unevenly:
         # one may hold most of them, hence a cap well above an even share by default).
@@ -281,6 +285,21 @@ class GuardedWorker(KeepAliveThreadWorker):
                 conn.sock.sendall(MALFORMED)
             return False
         return super()._handle_next(conn)
+
+
+def _json_error_pages():
+    """gunicorn answers the requests it cannot parse (400, 414, 431, 501) with an HTML page: answer them in the one
+    JSON error envelope every other error uses. In the worker process only (base.Worker.handle_error's util)."""
+    if getattr(base.util, "gcl_json_errors", False):
+        return
+    shim = types.SimpleNamespace(**vars(util))
+    shim.gcl_json_errors = True
+
+    def write_error(sock, status_int, reason, mesg):
+        util.write_nonblock(sock, _answer(status_int, reason, mesg or reason))
+
+    shim.write_error = write_error
+    base.util = shim
 
 
 def _set_read_timeout(sock, seconds):

@@ -44,7 +44,7 @@ class Limits(MethodView):
 @blp.route("/filter")
 class LimitFilter(MethodView):
     @blp.requires("read")
-    @blp.arguments(LimitFilterSchema())
+    @blp.arguments(LimitFilterSchema(), required=False)  # no body: the first page of every limit
     @blp.response(200, LimitSchema(many=True))
     def post(self, query):
         """List limits ordered by name"""

@@ -177,7 +177,7 @@ class DecrementWithLease(MethodView):
 @blp.route("/leases/<uuid:lease_id>/renew")
 class Renew(MethodView):
     @blp.requires("acquire")
-    @blp.arguments(RenewSchema())
+    @blp.arguments(RenewSchema(), required=False)  # no body: the default lease duration
     @blp.response(204)
     @blp.alt_response(410, description="The lease expired or was revoked")
     def post(self, body, lease_id):

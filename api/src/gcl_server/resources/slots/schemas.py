@@ -5,6 +5,9 @@ from marshmallow import Schema, ValidationError, fields, validate, validates
 from ..fields import MAX_INT, Bool, Int, Number, Str, Timestamp
 
 MODES = ("concurrency", "rate_limit")
+# The server checks the bounds against its settings (GCL_LEASE_MIN_SECONDS lowers the minimum, for tests only): the
+# document states the defaults.
+LEASE_DURATION = {"description": "Seconds, 60-86400 (default 300).", "minimum": 60, "maximum": 86400}
 
 
 class HolderSchema(Schema):
@@ -22,10 +25,13 @@ class _NamesSlots(Schema):
 
 
 class IncrementSchema(_NamesSlots):
-    create_if_missing = Bool(metadata={"description": "Accepted for Prefect clients; limits are declarative."})
+    create_if_missing = Bool(
+        metadata={"description": "Accepted for Prefect clients; limits are declarative.", "enum": [False]}
+    )
     wait_seconds = Number(
         validate=validate.Range(min=0),
-        metadata={"description": "Wait on the server, in a FIFO queue, up to this long (at most 30 s)."},
+        # The server's GCL_MAX_WAIT_SECONDS (default 30) bounds it: the document states the default.
+        metadata={"description": "Wait on the server, in a FIFO queue, up to this long (at most 30 s).", "maximum": 30},
     )
     queue_ticket = fields.UUID(
         metadata={
@@ -43,7 +49,7 @@ class IncrementSchema(_NamesSlots):
 
 
 class IncrementWithLeaseSchema(IncrementSchema):
-    lease_duration = Number(metadata={"description": "Seconds, 60-86400 (default 300)."})
+    lease_duration = Number(metadata=LEASE_DURATION)
     holder = fields.Nested(HolderSchema)
 
 
@@ -57,7 +63,7 @@ class DecrementWithLeaseSchema(Schema):
 
 
 class RenewSchema(Schema):
-    lease_duration = Number(metadata={"description": "Seconds, 60-86400 (default 300)."})
+    lease_duration = Number(metadata=LEASE_DURATION)
 
 
 class MinimalLimitSchema(Schema):
@@ -67,7 +73,8 @@ class MinimalLimitSchema(Schema):
 
 
 class LeaseGrantSchema(Schema):
-    lease_id = fields.String()
+    # null when nothing is held: every limit named is inactive (it admits everyone and occupies nothing)
+    lease_id = fields.String(allow_none=True)
     limits = fields.List(fields.Nested(MinimalLimitSchema))
-    fencing_token = fields.Integer()
-    expires = Timestamp()
+    fencing_token = fields.Integer(allow_none=True)
+    expires = Timestamp(allow_none=True)

@@ -1,0 +1,109 @@
+"""Schema fuzzing: Schemathesis over the OpenAPI document a real server serves, every check, a fixed time budget, with
+and without API keys. Any failure (a 5xx, an answer the document does not describe, bad data accepted, good data
+refused, a route that ignores its key) fails the test with Schemathesis' own reproduction (curl) of each.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Server
+
+BUDGET_SECONDS = int(os.environ.get("GCL_FUZZ_SECONDS", "30"))  # per configuration; two configurations
+KEYS = "fuzzadmin,fuzzread:read,fuzzacquire:acquire"
+SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
+CONFIG = Path(__file__).with_name("schemathesis.toml")
+
+
+@pytest.fixture(params=["open", "keys"])
+def server(request, tmp_path):
+    env = {"GCL_LEASE_MIN_SECONDS": "60"}  # the documented bounds are the defaults (the test servers lower it)
+    if request.param == "keys":
+        env["GCL_API_KEYS"] = KEYS
+    server = Server(tmp_path / "server", workers=2, env=env).start()
+    yield server
+    server.stop()
+
+
+@pytest.mark.timeout(BUDGET_SECONDS + 120)
+def test_the_served_openapi_document_holds_under_fuzzing(server, tmp_path, figures):
+    keyed = "GCL_API_KEYS" in server.env
+    command = [
+        str(SCHEMATHESIS),
+        "--config-file",
+        str(CONFIG),
+        "run",
+        f"{server.url}/openapi.json",
+        "--url",
+        server.root,
+        "--checks",
+        "all",
+        "--max-time",
+        str(BUDGET_SECONDS),
+        "--workers",
+        "2",
+        "--seed",
+        "19",
+        "--request-timeout",
+        "35",  # a parked acquire may wait up to 30 s on the server
+        "--report",
+        "json",
+        "--report-json-path",
+        str(tmp_path / "report.json"),
+        "--no-color",
+    ]
+    if keyed:
+        command += ["--header", "Authorization: Bearer fuzzadmin"]
+    # cwd: Schemathesis keeps its example database (.hypothesis) in the working directory.
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=BUDGET_SECONDS + 100)
+    report = json.loads((tmp_path / "report.json").read_text())
+    cases = report["test_cases"]
+    figures.append(
+        f"schema fuzzing ({'with' if keyed else 'without'} API keys, {BUDGET_SECONDS} s): "
+        f"{cases['generated']} requests generated over {report['operations']['tested']} operations, "
+        f"{cases['unique_failures']} unique failures, {len(report['errors'])} errors"
+    )
+    assert cases["generated"] > 500, result.stdout[-3000:]
+    assert report["errors"] == [], result.stdout[-20000:]
+    if not report["failures"]:
+        assert result.returncode == 0, result.stdout[-5000:]
+        return
+    blocks = _failure_blocks(result.stdout)
+    unowned = [block for block in blocks if _pending(block) is None]
+    assert blocks and not unowned, "\n\n".join(unowned or [result.stdout[-20000:]])[:30000]
+    owners = sorted({_pending(block) for block in blocks})
+    pytest.xfail(f"{len(blocks)} failures, all in work still open: {'; '.join(owners)}")
+
+
+# Failures already known and owned elsewhere (issue 19), each recognised by a phrase of Schemathesis' own report.
+# The test fails on any other failure, and must pass once these are fixed: delete an entry when its work lands.
+PENDING = [
+    ("parameter `Authorization`", "lead: a required Authorization header on servers without keys"),
+    ("API accepts", "lead: the document's security does not match the server's keys (ST401)"),
+    ("Name must not", "lead: the name rules (control characters, white space) are not in the schema"),
+    ("CSRF protection is disabled", "PREFECT: /api/csrf-token answers 422 when CSRF is off (undocumented)"),
+    ("/api/events/in", "PREFECT: the events websocket answers a plain GET 400 (undocumented)"),
+    ("Allow header mismatch", "ENGINE: automatic OPTIONS lists /{id_or_name}'s methods on fixed paths"),
+]
+
+
+def _failure_blocks(stdout):
+    """The text of each failure Schemathesis printed (from its '- STxxx' line to the next)."""
+    blocks, current = [], None
+    for line in stdout.splitlines():
+        if line.startswith("- ST"):
+            current = [line]
+            blocks.append(current)
+        elif current is not None and (line.startswith("=====") or line.startswith("_____")):
+            current = None
+        elif current is not None:
+            current.append(line)
+    return ["\n".join(block) for block in blocks]
+
+
+def _pending(block):
+    return next((owner for phrase, owner in PENDING if phrase in block), None)
