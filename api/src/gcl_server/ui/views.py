@@ -27,6 +27,7 @@ DOCS_CSP = (
 )
 
 # Public like /api/health: the shell, its assets and the API description hold no data (the data routes need read).
+# Each view says so itself too (the blueprint's default only backs that up).
 shell = auth.Blueprint("ui", __name__, template_folder="templates", scope=auth.PUBLIC)
 
 
@@ -60,12 +61,14 @@ def _page(template, csp, **context):
 @shell.get("/")
 @shell.get("/ui/")
 @shell.get("/ui/limits/<string:name>")
+@shell.requires(auth.PUBLIC)
 def page(name=None):
     """The Concurrency page (list, or one limit): one HTML shell, the data comes from /api/ui."""
     return _page("ui.html", SHELL_CSP)
 
 
 @shell.get("/api/docs")
+@shell.requires(auth.PUBLIC)
 def docs():
     """Swagger UI on the OpenAPI document, from assets served here; Authorize takes a bearer key."""
     return _page("docs.html", DOCS_CSP, swagger=SWAGGER_UI)
@@ -78,6 +81,7 @@ def gzipped(filename):
 
 
 @shell.get("/ui/static/<string:version>/<path:filename>")
+@shell.requires(auth.PUBLIC)
 def static_asset(version, filename):
     try:
         current = asset_version(filename)
