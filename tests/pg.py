@@ -27,7 +27,7 @@ FAST_SETTINGS = {
     "log_min_messages": "warning",
 }
 UNPRIVILEGED_USERS = ("postgres", "nobody")
-# The bench's measurement mode: per-statement statistics and every lock wait past 1 ms in the log.
+# The bench's measurement mode: per-statement statistics; every lock wait past 1 ms and statement past 5 ms logged.
 MEASURE_SETTINGS = {
     "shared_preload_libraries": "pg_stat_statements",
     "pg_stat_statements.track": "all",
@@ -35,6 +35,7 @@ MEASURE_SETTINGS = {
     "track_io_timing": "on",
     "log_lock_waits": "on",
     "deadlock_timeout": "1ms",
+    "log_min_duration_statement": "5",
     "log_min_messages": "info",
     "log_line_prefix": "'%m [%p] %d '",
 }

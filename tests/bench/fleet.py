@@ -277,6 +277,7 @@ STATEMENT = re.compile(PREFIX + r"LOG:  statement: (.*)$")
 WAITING = re.compile(PREFIX + r"LOG:  process \d+ still waiting for (\S+) on (.+?) after ([\d.]+) ms")
 ACQUIRED = re.compile(PREFIX + r"LOG:  process \d+ acquired (\S+) on (.+?) after ([\d.]+) ms")
 WAIT_STATEMENT = re.compile(PREFIX + r"STATEMENT:  (.*)$")
+DURATION = re.compile(PREFIX + r"LOG:  duration: ([\d.]+) ms")  # log_min_duration_statement (5 ms)
 
 
 def _shorten(query, n=110):
@@ -319,7 +320,7 @@ class Phase:
 
     def report(self, ops):
         sent = [m for m in map(STATEMENT.match, self.log.splitlines()) if m and m.group(2) == self.dbname]
-        waits, acquired, waited_statements = [], [], {}
+        waits, acquired, waited_statements, slow = [], [], {}, []
         lines = self.log.splitlines()
         for i, line in enumerate(lines):
             if (m := WAITING.match(line)) and m.group(2) == self.dbname:
@@ -331,6 +332,8 @@ class Phase:
                         break
             elif (m := ACQUIRED.match(line)) and m.group(2) == self.dbname:
                 acquired.append(float(m.group(5)))
+            elif (m := DURATION.match(line)) and m.group(2) == self.dbname:
+                slow.append(float(m.group(3)))
         kinds, in_tx, commits, implicit = {}, set(), 0, 0
         for m in sent:  # a statement sent outside BEGIN ... COMMIT is a transaction (and a commit) of its own
             word = m.group(3).split(None, 1)[0].upper() if m.group(3).strip() else "?"
@@ -352,7 +355,7 @@ class Phase:
         return (
             {
                 "ops": ops,
-                "round_trips_per_op": per(len(sent)),
+                "round_trips_per_op": per(len(sent)) if sent else None,  # None: the statement log was off
                 "round_trips_by_first_word_per_op": {
                     k: per(v) for k, v in sorted(kinds.items(), key=lambda kv: -kv[1])
                 },
@@ -369,6 +372,8 @@ class Phase:
                 "lock_wait_ms_p99": round(percentile(acquired, 99), 3) if acquired else None,
                 "lock_wait_ms_total_per_op": per(sum(acquired)),
                 "lock_waits_by_kind": wait_kinds,
+                "statements_over_5ms_per_op": per(len(slow)),
+                "slowest_statement_ms": max(slow, default=None),
                 "statements_that_waited": dict(sorted(waited_statements.items(), key=lambda kv: -kv[1])[:6]),
                 "top_statements": [
                     {"calls_per_op": per(c), "mean_ms": round(t / c, 4) if c else None, "query": _shorten(q)}
@@ -409,6 +414,8 @@ def pgstats(ctx):
             body = {"names": [name], "slots": 1, "lease_duration": 60}
             for _ in range(20):  # warm: pooled connections open, caches filled
                 got = session.post(f"{server.limits_url}/increment-with-lease", json=body)
+                if got.status_code != 200:
+                    raise RuntimeError(f"acquire: {got.status_code} {got.text[:300]}")
                 session.post(f"{server.limits_url}/decrement-with-lease", json={"lease_id": got.json()["lease_id"]})
             _log_statements(cluster, True)
             leases = []
