@@ -10,6 +10,7 @@ import re
 import tempfile
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import requests
@@ -280,6 +281,19 @@ WAIT_STATEMENT = re.compile(PREFIX + r"STATEMENT:  (.*)$")
 DURATION = re.compile(PREFIX + r"LOG:  duration: ([\d.]+) ms")  # log_min_duration_statement (5 ms)
 
 
+def _log_time(line):
+    """The log line's timestamp (log_line_prefix %m: 'YYYY-MM-DD HH:MM:SS.mmm TZ'), as epoch seconds."""
+    return datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=UTC).timestamp()
+
+
+def _pct(values, q):
+    return round(percentile(values, q), 3) if values else None
+
+
+def _mean(values):
+    return round(sum(values) / len(values), 3) if values else None
+
+
 def _shorten(query, n=110):
     return re.sub(r"\s+", " ", query).strip()[:n]
 
@@ -334,18 +348,31 @@ class Phase:
                 acquired.append(float(m.group(5)))
             elif (m := DURATION.match(line)) and m.group(2) == self.dbname:
                 slow.append(float(m.group(3)))
-        kinds, in_tx, commits, implicit = {}, set(), 0, 0
+        kinds, in_tx, commits, implicit = {}, {}, 0, 0
+        tx_ms, hold_ms, tx_round_trips = [], [], []
         for m in sent:  # a statement sent outside BEGIN ... COMMIT is a transaction (and a commit) of its own
-            word = m.group(3).split(None, 1)[0].upper() if m.group(3).strip() else "?"
+            text = m.group(3)
+            word = text.split(None, 1)[0].upper() if text.strip() else "?"
             kinds[word] = kinds.get(word, 0) + 1
-            pid = m.group(1)
+            pid, at = m.group(1), _log_time(m.string)
             if word in ("BEGIN", "START"):
-                in_tx.add(pid)
+                in_tx[pid] = {"begin": at, "locked": None, "round_trips": 1}
             elif word in ("COMMIT", "END", "ROLLBACK", "ABORT"):
-                in_tx.discard(pid)
+                tx = in_tx.pop(pid, None)
                 commits += word in ("COMMIT", "END")
+                if tx is not None:  # from BEGIN (and from taking a limit's row lock) to the COMMIT arriving
+                    tx_ms.append((at - tx["begin"]) * 1000)
+                    tx_round_trips.append(tx["round_trips"] + 1)
+                    if tx["locked"] is not None:
+                        hold_ms.append((at - tx["locked"]) * 1000)
             elif pid not in in_tx:
                 implicit += 1
+            else:
+                tx = in_tx[pid]
+                tx["round_trips"] += 1
+                locks = "concurrency_limit" in text and ("FOR UPDATE" in text or text.lstrip().startswith("UPDATE"))
+                if locks and tx["locked"] is None:
+                    tx["locked"] = at
         calls = sum(r[1] for r in self.statements)
         exec_ms = sum(r[2] for r in self.statements)
         per = (lambda v: round(v / ops, 3)) if ops else (lambda v: None)
@@ -363,6 +390,13 @@ class Phase:
                 "db_exec_ms_per_op": per(exec_ms),
                 "commits_per_op": per(commits + implicit) if sent else None,  # from the statement log
                 "implicit_transactions_per_op": per(implicit) if sent else None,
+                # the statement log's clock: whole milliseconds (log_line_prefix %m)
+                "transaction_ms_p50": _pct(tx_ms, 50),
+                "transaction_ms_p99": _pct(tx_ms, 99),
+                "round_trips_per_transaction": _mean(tx_round_trips),
+                "limit_row_held_ms_p50": _pct(hold_ms, 50),
+                "limit_row_held_ms_p99": _pct(hold_ms, 99),
+                "limit_row_held_ms_mean": _mean(hold_ms),
                 "xact_commit_per_op_pg_stat_database": per(self.counters["xact_commit"]),  # lags (flushed when idle)
                 "rollbacks_per_op": per(self.counters["xact_rollback"]),
                 "deadlocks": self.counters["deadlocks"],
@@ -527,7 +561,8 @@ def details(name, res):
             _table(keys + CPU_HEADERS, [[r.get(k) for k in keys] + _cpu_cells(r.get("cpu")) for r in res["runs"]]),
         ]
     if name == "pgstats":
-        keys = ["round_trips_per_op", "statements_per_op", "commits_per_op", "db_exec_ms_per_op",
+        keys = ["round_trips_per_op", "statements_per_op", "commits_per_op", "round_trips_per_transaction",
+                "transaction_ms_p50", "limit_row_held_ms_p50", "limit_row_held_ms_p99", "db_exec_ms_per_op",
                 "lock_waits_over_1ms_per_op", "lock_wait_ms_p50", "lock_wait_ms_p99",
                 "lock_wait_ms_total_per_op"]  # fmt: skip
         phases = [("acquire", "per acquire"), ("release", "per release"),
