@@ -418,3 +418,22 @@ def test_a_forked_child_does_not_send_on_its_parents_connection(make_limit, gcl_
     with gsync.concurrency(name, strict=True):  # the parent's connections still serve the parent
         pass
     assert local_ports() == parent_ports
+
+
+def test_async_blocks_share_one_client_per_event_loop_closed_with_the_loop(make_limit, gcl_env):
+    name = make_limit(limit=1)
+
+    async def main():
+        clients = []
+        for _ in range(3):
+            async with gasync.concurrency(name, strict=True):
+                clients.append(await _context.default_async_client(None, None))
+        await gasync.rate_limit([])  # nothing asked: no client needed
+        return clients
+
+    first = asyncio.run(main())
+    assert first[0] is first[1] is first[2]  # one client (and kept-alive connection) for every block of the loop
+    assert first[0].transport.client.is_closed  # asyncio.run closed it with the loop
+    second = asyncio.run(main())
+    assert second[0] is not first[0] and second[0].transport.client.is_closed
+    assert _context._loops == {}

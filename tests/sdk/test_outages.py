@@ -157,18 +157,8 @@ def lose_a_grant(server, admin, proxy, name, queued, acquire):
 CASES = [
     pytest.param(True, "drop", id="queued-dropped"),
     pytest.param(True, "503", id="queued-503"),
-    pytest.param(
-        False,
-        "drop",
-        id="direct-dropped",
-        marks=pytest.mark.xfail(reason="needs the server to keep a direct grant under its ticket", strict=False),
-    ),
-    pytest.param(
-        False,
-        "503",
-        id="direct-503",
-        marks=pytest.mark.xfail(reason="needs the server to keep a direct grant under its ticket", strict=False),
-    ),
+    pytest.param(False, "drop", id="direct-dropped"),
+    pytest.param(False, "503", id="direct-503"),
 ]
 
 

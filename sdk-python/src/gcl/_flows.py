@@ -132,6 +132,11 @@ def _server_wait(left: float | None) -> float | None:
     return wait if wait > 0 else None
 
 
+def _status_cause(resp: Response) -> str:
+    message = resp.message
+    return message if message == f"HTTP {resp.status}" else f"{message} (HTTP {resp.status})"
+
+
 def _timed_out(spec: AcquireSpec, cause: str) -> AcquireConcurrencySlotTimeoutError:
     return AcquireConcurrencySlotTimeoutError(
         f"Unable to acquire {spec.occupy} slot(s) on {spec.names} within {spec.timeout_seconds} s; last: {cause}"
@@ -166,12 +171,12 @@ def acquire_flow(
         except GCLConnectionError as exc:
             resp, error = None, exc
         if resp is None or resp.status in TRANSIENT_STATUSES:
-            cause = str(error) if resp is None else f"{resp.message} (HTTP {resp.status})"
+            cause = str(error) if resp is None else _status_cause(resp)
             outage.failed(cause)
             delay, left = outage.delay(resp, rand), remaining()
             if left is not None:
                 if last_attempt or left <= DEADLINE_MARGIN_SECONDS:
-                    if ticket:  # a grant committed behind the failure is given back, not left to expire
+                    if ticket:  # a grant handed over behind the failure is given back, not left to expire
                         yield from _withdraw_quietly(ticket)
                     raise _timed_out(spec, cause) from error
                 if delay >= left - DEADLINE_MARGIN_SECONDS:  # one last try just before the deadline
