@@ -432,7 +432,8 @@
       h("section", { class: "panel chart", id: "rate-panel", "aria-labelledby": "rate-h", hidden: true },
         h("h2", { id: "rate-h" }, "Achieved rate"), h("div", { id: "rate-chart" })),
       h("section", { class: "panel", id: "activity-panel", "aria-labelledby": "activity-h", hidden: true },
-        h("h2", { id: "activity-h" }, "Recent activity"), h("ol", { class: "activity", id: "activity" })));
+        h("h2", { id: "activity-h" }, "Recent activity"), h("ol", { class: "activity", id: "activity" }),
+        h("p", { class: "empty", id: "no-activity", hidden: true }, "Nothing recorded yet.")));
     const refresh = async () => {
       try {
         const { data } = await api("GET", `/api/ui/limits/${encodeURIComponent(view.id || view.name)}`);
@@ -550,7 +551,7 @@
         if (e.actor && e.actor !== "anonymous") parts.push(`by ${e.actor}`);
         setText(li.children[2], parts.join(" · "));
       });
-    if (!entries.length && !list.nextElementSibling) list.after(h("p", { class: "empty" }, "Nothing recorded yet."));
+    document.getElementById("no-activity").hidden = entries.length > 0;
   }
 
   // A small SVG chart: slots admitted per second in each bucket, against the configured decay rate.
@@ -582,7 +583,8 @@
       root.append(svg("polyline", { class: "achieved", points: buckets.map((b, i) => `${x(i).toFixed(1)},${y(b.rate).toFixed(1)}`).join(" ") }));
     }
     const t1 = svg("text", { x: P, y: H - 8 });
-    t1.textContent = `${Math.round((buckets.length * rate.bucket_seconds) / 60)} min ago`;
+    const span = buckets.length * rate.bucket_seconds;
+    t1.textContent = span >= 120 ? `${Math.round(span / 60)} min ago` : `${span} s ago`;
     const t2 = svg("text", { x: W - P, y: H - 8, "text-anchor": "end" });
     t2.textContent = "now";
     const t3 = svg("text", { x: 2, y: y(top) + 10 });
