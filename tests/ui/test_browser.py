@@ -271,6 +271,15 @@ def test_page_weight_and_self_contained_assets(browser, ui_server):
         print(f"  {size:7} bytes ({body} body) {url.removeprefix(server.root)}")
     assert weight < 40_000, first_load  # 18 kB when measured (gzip); the data refresh itself is not counted
 
+    # Live, without flooding: one request per refresh for the whole list, about a second apart.
+    refreshes = "return performance.getEntriesByType('resource').filter(e => e.name.includes('/api/')).map(e => e.name)"
+    started = time.monotonic()
+    page.wait(lambda d: len([u for u in d.execute_script(refreshes) if "/api/ui/limits?" in u]) >= 4)
+    elapsed = time.monotonic() - started
+    calls = browser.execute_script(refreshes)
+    assert [u for u in calls if "/api/ui/limits?" not in u] == [f"{server.root}/api/ui/session"], calls
+    assert elapsed > 2.0, f"4 refreshes in {elapsed:.1f} s: faster than one a second"
+
 
 def test_swagger_ui_is_served_here_and_authorizes_with_the_tabs_key(browser, ui_server):
     server = ui_server(keys=True)
