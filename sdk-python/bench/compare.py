@@ -4,8 +4,9 @@
     .venv/bin/python sdk-python/bench/compare.py --before /tmp/before/sdk-python/src [-r 7] [-n 300]
 
 Each round runs the "before" and the "after" (this tree's) SDK once each, in turn, in a new process with the same
-server; a round gives each variant's median (ms) over n cycles. Printed: the median of the rounds' medians, and the
-lowest and highest of them (the spread).
+server; a round gives each variant's median (ms) over n cycles. The same two requests sent raw (a urllib3 pool,
+an httpx.AsyncClient) in the same processes are the floor the SDK adds to. Printed: the median of the rounds'
+medians, and the lowest and highest of them (the spread).
 """
 
 import argparse
@@ -62,7 +63,33 @@ async def async_measure():
         cpus.append((time.process_time() - cpu) * 1000)
     return sorted(walls)[n // 2], sorted(cpus)[n // 2]
 
-out = {"sync default": measure(sync_default), "sync client=": measure(sync_client)}
+import httpx, urllib3
+pool = urllib3.connection_from_url(url)
+BODY = {"names": [name], "slots": 1, "mode": "concurrency", "lease_duration": 300,
+        "holder": {"type": "process", "id": "raw"}}
+def raw_sync():  # the same two requests over a kept-alive urllib3 pool: the floor the SDK adds to
+    lease = json.loads(pool.urlopen("POST", "/api/v2/concurrency_limits/increment-with-lease", body=json.dumps(BODY),
+                                    headers={"Content-Type": "application/json"}).data)["lease_id"]
+    pool.urlopen("POST", "/api/v2/concurrency_limits/decrement-with-lease", body=json.dumps({"lease_id": lease}),
+                 headers={"Content-Type": "application/json"})
+
+async def raw_async_measure():
+    async with httpx.AsyncClient() as hx:
+        async def once():
+            resp = await hx.post(url + "/v2/concurrency_limits/increment-with-lease", json=BODY)
+            lease = resp.json()["lease_id"]
+            await hx.post(url + "/v2/concurrency_limits/decrement-with-lease", json={"lease_id": lease})
+        walls, cpus = [], []
+        await once()
+        for _ in range(n):
+            wall, cpu = time.perf_counter(), time.process_time()
+            await once()
+            walls.append((time.perf_counter() - wall) * 1000)
+            cpus.append((time.process_time() - cpu) * 1000)
+        return sorted(walls)[n // 2], sorted(cpus)[n // 2]
+
+out = {"raw urllib3": measure(raw_sync), "sync default": measure(sync_default), "sync client=": measure(sync_client)}
+out["raw httpx"] = asyncio.run(raw_async_measure())
 out["async default"] = asyncio.run(async_measure())
 print(json.dumps(out))
 """
