@@ -87,32 +87,54 @@ class _Progress:
         self.complete = True
 
 
+class Arrival:
+    """How far the request at the start of a connection's bytes has come, fed as they arrive (llhttp parses each byte
+    once: a request trickled in one byte at a time costs no more to follow than one sent whole)."""
+
+    __slots__ = ("progress", "parser", "size", "state")
+
+    def __init__(self):
+        self.progress = _Progress()
+        self.parser = httptools.HttpRequestParser(self.progress)
+        self.size = 0
+        self.state = False
+
+    def feed(self, chunk):
+        """True once a thread may take the request: it is whole (or its head is malformed, for gunicorn to refuse, or
+        its body is one a thread must read: large or behind 100-continue); False while it is still arriving; BAD when
+        its body's framing is broken (a bad chunk size, say), which would leave a thread waiting for bytes that never
+        come."""
+        if self.state is not False or not chunk:
+            return self.state
+        self.size += len(chunk)
+        progress = self.progress
+        try:
+            self.parser.feed_data(chunk)
+        except httptools.HttpParserUpgrade:
+            self.state = True
+        except httptools.HttpParserError:
+            # A malformed head: gunicorn answers it (400), and everything it needs to say so is here.
+            self.state = BAD if progress.head else True
+        else:
+            done = progress.complete or (progress.head and progress.expect)
+            self.state = bool(done or self.size >= BUFFERED_BYTES)
+        return self.state
+
+
 def ready(data):
-    """Whether a thread may take the request at the start of `data`: True when it is whole (or its head is malformed,
-    for gunicorn to refuse, or its body is one a thread must read: large or behind 100-continue); False while the
-    request is still arriving; BAD when its body's framing is broken (a bad chunk size, say), which would leave a
-    thread waiting for bytes that never come."""
-    if len(data) >= BUFFERED_BYTES:
-        return True
-    progress = _Progress()
-    parser = httptools.HttpRequestParser(progress)
-    try:
-        parser.feed_data(data)
-    except httptools.HttpParserUpgrade:
-        return True
-    except httptools.HttpParserError:
-        # A malformed head: gunicorn answers it (400), and everything it needs to say so is here.
-        return BAD if progress.head else True
-    return progress.complete or (progress.head and progress.expect)
+    """Arrival.feed for bytes at hand."""
+    return Arrival().feed(data)
 
 
 class _Reading:
     """A connection whose next request the poller is reading."""
 
-    __slots__ = ("conn", "data", "deadline")
+    __slots__ = ("conn", "data", "deadline", "arrival")
 
     def __init__(self, conn, data, deadline):
-        self.conn, self.data, self.deadline = conn, data, deadline
+        self.conn, self.data, self.deadline = conn, bytearray(data), deadline  # bytearray: appends in place
+        self.arrival = Arrival()
+        self.arrival.feed(data)
 
 
 class GuardedWorker(KeepAliveThreadWorker):
@@ -206,14 +228,14 @@ class GuardedWorker(KeepAliveThreadWorker):
             self._stop_reading(reading)
             self._close(conn)
             return
-        reading.data += chunk
-        state = ready(reading.data)
+        reading.data += chunk  # in place (bytearray)
+        state = reading.arrival.feed(chunk)
         if state:
             self._stop_reading(reading)
             if state is BAD:
                 self._close(conn, MALFORMED)
             else:
-                self._dispatch(conn, reading.data)
+                self._dispatch(conn, bytes(reading.data))
 
     def _stop_reading(self, reading):
         fileno = reading.conn.sock.fileno()
