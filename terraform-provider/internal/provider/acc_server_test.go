@@ -88,6 +88,12 @@ func startControlPlane(dir, apiKey string) (*controlPlane, error) {
 	if apiKey != "" {
 		cp.cmd.Env = append(cp.cmd.Env, "GCL_API_KEYS="+apiKey)
 	}
+	// Migrate first, as `make run` does: the app factory itself has no side effects.
+	migrate := exec.Command(filepath.Join(filepath.Dir(gunicorn), "gcl-server"), "migrate")
+	migrate.Dir, migrate.Env = dir, cp.cmd.Env
+	if out, err := migrate.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("gcl-server migrate: %w\n%s", err, out)
+	}
 	if err := cp.cmd.Start(); err != nil {
 		return nil, err
 	}
