@@ -178,7 +178,10 @@ def test_rate_limit_on_a_plain_limit_is_refused(prefect):
         """,
         quiet=False,
     )
+    # Prefect's SDK formats the 422 from its exception_detail, as against a Prefect server
     assert result["outcome"].startswith("ConcurrencySlotAcquisitionError") and "422" in result["outcome"]
+    assert "Only concurrency limits with slot decay can be used for rate limiting" in result["outcome"]
+    assert name in result["outcome"]
 
 
 def test_lease_renewed_past_its_first_expiry(prefect):
