@@ -46,11 +46,11 @@ class Page:
 
     def row(self, name):
         """The list row whose name link reads `name`."""
-        xpath = f"//table[@id='limits']//tr[td[@class='name']/a[normalize-space()='{name}']]"
+        xpath = f"//table[@id='limits']//tr[td[@class='name']/a[normalize-space()={xpath_literal(name)}]]"
         return self.wait(ec.presence_of_element_located((By.XPATH, xpath)), message=f"no row {name}")
 
     def no_row(self, name):
-        xpath = f"//table[@id='limits']//tr[td[@class='name']/a[normalize-space()='{name}']]"
+        xpath = f"//table[@id='limits']//tr[td[@class='name']/a[normalize-space()={xpath_literal(name)}]]"
         self.wait(lambda d: not d.find_elements(By.XPATH, xpath), message=f"row {name} still there")
 
     def enter_key(self, key):
@@ -70,6 +70,15 @@ class Page:
             self.text_in("#confirm-text", text)
         self.find("#confirm-submit").click()
         self.wait(lambda d: not d.find_element(By.ID, "confirm-dialog").get_attribute("open"), message="still open")
+
+
+def xpath_literal(text):
+    """text as an XPath string literal, whatever quotes it holds."""
+    if "'" not in text:
+        return f"'{text}'"
+    if '"' not in text:
+        return f'"{text}"'
+    return "concat(" + ', "\'", '.join(f"'{part}'" for part in text.split("'")) + ")"
 
 
 def wait_for_line(proc, prefix, timeout=WAIT_SECONDS):
@@ -362,3 +371,17 @@ def test_readable_on_a_narrow_window_and_in_dark_mode(browser, ui_server):
     finally:
         browser.set_window_size(1280, 900)
         browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
+
+
+def test_names_with_url_and_html_characters_are_shown_as_text(browser, ui_server):
+    server = ui_server()
+    name = 'q?x=1#frag "quoted" it\'s 名前 $(x) {{y}}'  # / % & < > are not allowed in names
+    Api(server).create(name, 2)
+    page = Page(browser, server)
+    page.open("/")
+    page.row(name).find_element(By.LINK_TEXT, name).click()
+    page.text_in("#limit-name", name)
+    page.text_in("#settings", "Concurrency limit")
+    assert browser.find_element(By.ID, "limit-name").text == name
+    browser.refresh()  # the URL alone finds it again
+    page.text_in("#limit-name", name)
