@@ -161,3 +161,23 @@ def test_systemd_unit_verifies(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     path.write_text(unit.replace("/opt/gcl/venv", str(tmp_path / "nowhere")).replace("KillMode=mixed", "KillMode=x"))
     assert _run([analyze, "verify", str(path)]).returncode != 0
+
+
+def test_chart_values_are_checked_by_its_schema():
+    done = _run(
+        [
+            _tool(HELM),
+            "template",
+            "gcl",
+            str(CHART),
+            "--kube-version",
+            KUBE_VERSION,
+            "--set",
+            "database.url=sqlite:///x",
+        ]
+    )
+    assert done.returncode != 0 and "/database/url" in done.stderr  # several nodes on one SQLite file would corrupt it
+    done = _run(
+        [_tool(HELM), "template", "gcl", str(CHART), "--kube-version", KUBE_VERSION, *MINIMAL, "--set", "config.X=1"]
+    )
+    assert done.returncode != 0  # the ConfigMap takes GCL_* settings only (secrets go to the Secret)
