@@ -38,12 +38,16 @@ def _children(pid):
     return [(int(line.split()[0]), line.split(None, 1)[1]) for line in out.stdout.splitlines() if line.strip()]
 
 
+def _is_writer(args):
+    return "gcl_server." in args and ".writer" in args  # python -m gcl_server[.sqlite].writer
+
+
 def _workers(server):
-    return [pid for pid, args in _children(server.proc.pid) if "gcl_server.writer" not in args]
+    return [pid for pid, args in _children(server.proc.pid) if "gcl_server.sqlite.writer" not in args]
 
 
 def _writer(server):
-    pids = [pid for pid, args in _children(server.proc.pid) if "gcl_server.writer" in args]
+    pids = [pid for pid, args in _children(server.proc.pid) if "gcl_server.sqlite.writer" in args]
     assert len(pids) == 1, _children(server.proc.pid)
     return pids[0]
 
