@@ -5,6 +5,7 @@ import hashlib
 import json
 import re
 import shutil
+import tomllib
 import subprocess
 from pathlib import Path
 
@@ -181,3 +182,13 @@ def test_chart_values_are_checked_by_its_schema():
         [_tool(HELM), "template", "gcl", str(CHART), "--kube-version", KUBE_VERSION, *MINIMAL, "--set", "config.X=1"]
     )
     assert done.returncode != 0  # the ConfigMap takes GCL_* settings only (secrets go to the Secret)
+
+
+def test_versions_agree():
+    """Each package's version lives in its pyproject.toml; the chart's appVersion and the CHANGELOG follow it."""
+    versions = {
+        tomllib.loads((ROOT / p / "pyproject.toml").read_text())["project"]["version"] for p in ("api", "sdk-python")
+    }
+    (version,) = versions  # released together
+    assert yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"] == version
+    assert f"## [{version}]" in (ROOT / "CHANGELOG.md").read_text()
