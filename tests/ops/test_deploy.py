@@ -5,8 +5,8 @@ import hashlib
 import json
 import re
 import shutil
-import tomllib
 import subprocess
+import tomllib
 from pathlib import Path
 
 import jsonschema
