@@ -38,11 +38,11 @@ def main(api_url, name, out, stop_file, seed):
                     strict=True,
                     api_url=api_url,
                     holder={"type": "fault-client", "id": str(seed)},
-                ):
+                ) as held:
                     entered = time.time()
                     time.sleep(rng.uniform(0.01, 0.04))
                     left = time.time()
-                record["holds"].append((entered, left))
+                record["holds"].append((entered, left, held.fencing_token))
                 record["waits"].append((asked, entered - asked))
             except (GCLError, TimeoutError) as exc:  # a clear error: the SDK's own, naming its cause
                 record["errors"].append((time.time(), type(exc).__name__, str(exc)[:300]))

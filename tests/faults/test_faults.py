@@ -5,11 +5,12 @@ The leases are short so that a lease granted just before a whole-server kill has
 again: the server that answered such a re-ask with the recorded, expired lease (issue 19, item 0) let a sixth holder
 in, and this suite saw it in each of 3 runs at d082ebd (peak 6 of 5).
 
-Asserted: never more than 5 holders (from the clients' own hold intervals), no orphaned lease once the clients have
-stopped, no limit lost or changed, every acquire ends with a grant or one of the SDK's own errors, and progress comes
-back after each fault. The longest stalls are printed in the run's summary (asserted only generously).
+Asserted: never more than 5 holders (from the clients' own hold intervals), no fencing token given twice, no orphaned
+lease once the clients have stopped, no limit lost or changed, every acquire ends with a grant or one of the SDK's own
+errors, and progress comes back after each fault. The longest stalls are printed in the run's summary (asserted only
+generously).
 
-Loopback only, fixed time budget (about 35 s per variant), its own server, port and data: safe to run in parallel
+Loopback only, fixed time budget (about 45 s per variant), its own server, port and data: safe to run in parallel
 with other suites (`pytest tests/faults`). Fault kinds are spaced SPACING s apart so each one's figures are its own.
 """
 
@@ -140,7 +141,8 @@ def _run(server, tmp_path, faults, figures, label):
     finally:
         records = fleet.stop()
 
-    holds = [tuple(hold) for record in records for hold in record["holds"]]
+    tokens = [hold[2] for record in records for hold in record["holds"]]
+    holds = [tuple(hold[:2]) for record in records for hold in record["holds"]]
     waits = [wait for record in records for wait in record["waits"]]
     errors = [error for record in records for error in record["errors"]]
     unexpected = [error for record in records for error in record["unexpected"]]
@@ -152,12 +154,14 @@ def _run(server, tmp_path, faults, figures, label):
     calm = [w for asked, w in waits if not any(_near(asked, at) for _, at in injected)]
     figures.append(
         f"{label}: {len(holds)} holds checked from {CLIENTS} client processes, {len(injected)} faults injected; "
-        f"peak holders {peak} of {LIMIT}; {len(errors)} SDK errors, {len(unexpected)} unexpected; "
+        f"peak holders {peak} of {LIMIT}; {len(set(tokens))} distinct fencing tokens; {len(errors)} SDK errors, "
+        f"{len(unexpected)} unexpected; "
         f"no grant for [{', '.join(f'{k} {s:.2f}' for k, s in stalls)}] s after each fault; longest client wait "
         f"[{', '.join(f'{k} {w:.2f}' for k, w in near)}] s (away from faults: {max(calm, default=0):.2f} s)"
     )
 
     assert peak <= LIMIT, f"{peak} holders at once on a limit of {LIMIT}"
+    assert None not in tokens and len(set(tokens)) == len(tokens), "every grant has a fencing token of its own"
     assert not unexpected, unexpected[:5]
     assert not errors, errors[:5]  # the SDK retries a server that is down within its timeout: none expected
     assert len(holds) > 200
