@@ -207,3 +207,16 @@ def test_the_refresh_travels_gzipped(client):
     assert len(packed.data) * 4 < len(plain.data)
     body = json.loads(gzip.decompress(packed.data))
     assert [r["name"] for r in body["items"]] == [r["name"] for r in plain.get_json()["items"]]
+
+
+def test_sorting_by_live_figures_reads_them_in_chunks(client, monkeypatch):
+    from gcl_server.ui import summary
+
+    monkeypatch.setattr(summary, "CHUNK", 3)  # as if there were more limits than one statement may name
+    for i in range(10):
+        _create(client, f"c-{i}")
+    _acquire(client, "c-7", 4)
+    for sort in ("fill", "occupancy", "queued"):
+        body = client.get(f"/api/ui/limits?sort={sort}&order=desc").get_json()
+        assert body["total"] == 10 and len(body["items"]) == 10
+    assert client.get("/api/ui/limits?sort=fill&order=desc").get_json()["items"][0]["name"] == "c-7"

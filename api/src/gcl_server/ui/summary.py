@@ -1,4 +1,5 @@
-"""Read-only figures for the web UI: one page of limits, or one limit with its leases and queue, in a few queries."""
+"""Read-only figures for the web UI, a few queries per refresh: one page of limits, or one limit with its leases,
+queue, recent activity and achieved rate."""
 
 import math
 import time
@@ -17,6 +18,7 @@ SQL_SORTS = {"name": ConcurrencyLimit.name, "limit": ConcurrencyLimit.limit, "up
 LIVE_SORTS = ("occupancy", "fill", "queued")
 SORTS = (*SQL_SORTS, *LIVE_SORTS)
 ACTIVITY_SHOWN = 50
+CHUNK = 5000  # ids per IN (...) list: SQLite allows 32,766 parameters a statement
 RATE_BUCKET_SECONDS = 10
 RATE_WINDOW_SECONDS = 300
 
@@ -25,8 +27,15 @@ def _marks(values):
     return ", ".join("?" for _ in values)
 
 
-def queued_counts(ids, now):
-    """Waiting requests and the slots they ask for, per limit id."""
+def _chunked(fn, ids, now):
+    """fn(ids, now) -> {id: value} over any number of ids."""
+    result = {}
+    for start in range(0, len(ids), CHUNK):
+        result.update(fn(ids[start : start + CHUNK], now))
+    return result
+
+
+def _queued(ids, now):
     if not ids:
         return {}
     rows = execute(
@@ -35,6 +44,11 @@ def queued_counts(ids, now):
         (*ids, now),
     ).fetchall()
     return {r[0]: (int(r[1]), int(r[2] or 0)) for r in rows}
+
+
+def queued_counts(ids, now):
+    """Waiting requests and the slots they ask for, per limit id."""
+    return _chunked(_queued, ids, now)
 
 
 def _row(limit, runtime, queued):
@@ -79,7 +93,7 @@ def page(q="", sort="name", descending=False, offset=0, limit=50, now=None):
     else:
         # Live figures of every match (plain tuples, two grouped queries), then the page: cost grows with matches.
         everything = list(query.order_by(ConcurrencyLimit.name).namedtuples())
-        leased = engine.leased_slots([c.id for c in everything], now)
+        leased = _chunked(engine.leased_slots, [c.id for c in everything], now)
         pairs = [(c, limits_service.runtime(c, leased.get(c.id, 0), now)) for c in everything]
         queued = queued_counts([c.id for c in everything], now) if sort == "queued" else {}
         pairs = sorted(pairs, key=_live_key(sort, queued), reverse=descending)[offset : offset + limit]
