@@ -437,3 +437,26 @@ def test_async_blocks_share_one_client_per_event_loop_closed_with_the_loop(make_
     second = asyncio.run(main())
     assert second[0] is not first[0] and second[0].transport.client.is_closed
     assert _context._loops == {}
+
+
+def test_more_async_waiters_than_httpx_pools_by_default_share_the_loops_client(make_limit, gcl_env):
+    """105 blocks of one loop wait at once on a limit of 1: each parked request holds a connection of the loop's
+    shared client, and the holder's release needs one more, so the client must not cap them (httpx's default is
+    100, which would stall every release behind the parked requests)."""
+    name = make_limit(limit=1)
+    inside, most = 0, 0
+
+    async def one():
+        nonlocal inside, most
+        async with gasync.concurrency(name, timeout_seconds=60, strict=True):
+            inside += 1
+            most = max(most, inside)
+            await asyncio.sleep(0.001)
+            inside -= 1
+
+    async def main():
+        started = time.monotonic()
+        await asyncio.gather(*(one() for _ in range(105)))
+        return time.monotonic() - started
+
+    assert asyncio.run(main()) < 30 and most == 1
