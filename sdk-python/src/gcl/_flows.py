@@ -143,6 +143,29 @@ def _timed_out(spec: AcquireSpec, cause: str) -> AcquireConcurrencySlotTimeoutEr
     )
 
 
+class _Deadline:
+    """``timeout_seconds`` over the whole wait: a sleep that would cross it is cut short, so that one last attempt
+    goes out just before it; the wait is over only after that attempt (never earlier)."""
+
+    def __init__(self, seconds: float | None, clock: Callable[[], float]) -> None:
+        self.clock = clock
+        self.at = None if seconds is None else clock() + seconds
+        self.last_attempt = False
+
+    def left(self) -> float | None:
+        return None if self.at is None else self.at - self.clock()
+
+    def over(self) -> bool:
+        left = self.left()
+        return left is not None and (self.last_attempt or left <= DEADLINE_MARGIN_SECONDS)
+
+    def cut(self, delay: float) -> float:
+        left = self.left()
+        if left is not None and delay >= left - DEADLINE_MARGIN_SECONDS:
+            delay, self.last_attempt = left - DEADLINE_MARGIN_SECONDS, True
+        return delay
+
+
 def acquire_flow(
     spec: AcquireSpec,
     clock: Callable[[], float] = time.monotonic,
@@ -152,18 +175,13 @@ def acquire_flow(
     without queues, poll honouring ``Retry-After``. Connection errors and 502/503/504 are retried with backoff, with
     the same ticket, so a grant committed behind a lost answer is found, not taken twice. ``timeout_seconds`` bounds
     the whole wait: the last attempt goes out just before the deadline, and nothing is given up earlier."""
-    deadline = None if spec.timeout_seconds is None else clock() + spec.timeout_seconds
+    deadline = _Deadline(spec.timeout_seconds, clock)
     ticket: str | None = str(uuid.uuid4())  # chosen here, so a cancelled caller can withdraw it at once
     server_wait = spec.server_wait and spec.max_retries is None
     outage = _Outage(spec.names, clock)
     denied = 0
-    last_attempt = False
-
-    def remaining() -> float | None:
-        return None if deadline is None else deadline - clock()
-
     while True:
-        left = remaining()
+        left = deadline.left()
         wait = _server_wait(left) if server_wait else None
         error: GCLConnectionError | None = None
         try:
@@ -173,15 +191,11 @@ def acquire_flow(
         if resp is None or resp.status in TRANSIENT_STATUSES:
             cause = str(error) if resp is None else _status_cause(resp)
             outage.failed(cause)
-            delay, left = outage.delay(resp, rand), remaining()
-            if left is not None:
-                if last_attempt or left <= DEADLINE_MARGIN_SECONDS:
-                    if ticket:  # a grant handed over behind the failure is given back, not left to expire
-                        yield from _withdraw_quietly(ticket)
-                    raise _timed_out(spec, cause) from error
-                if delay >= left - DEADLINE_MARGIN_SECONDS:  # one last try just before the deadline
-                    delay, last_attempt = left - DEADLINE_MARGIN_SECONDS, True
-            yield Sleep(delay)
+            if deadline.over():
+                if ticket:  # a grant handed over behind the failure is given back, not left to expire
+                    yield from _withdraw_quietly(ticket)
+                raise _timed_out(spec, cause) from error
+            yield Sleep(deadline.cut(outage.delay(resp, rand)))
             continue
         outage.answered()
         if resp.status == 200:
@@ -194,23 +208,15 @@ def acquire_flow(
                 f"Unable to acquire slots on {spec.names}: {resp.message}"
             ) from error_from_response(resp)
         denied += 1
-        left = remaining()
+        if deadline.over():
+            raise _timed_out(spec, resp.message)
         if wait is not None and isinstance(resp.body, dict) and resp.body.get("queue_ticket"):
-            # Our wait in the queue ended: re-issue at once with the ticket, keeping our place.
-            if left is not None and left <= DEADLINE_MARGIN_SECONDS:
-                raise _timed_out(spec, resp.message)
-            continue
+            continue  # our wait in the queue ended: re-issue at once with the ticket, keeping our place
         if spec.max_retries is not None and denied > spec.max_retries:
             raise ConcurrencySlotAcquisitionError(
                 f"Unable to acquire slots on {spec.names} after {spec.max_retries} retries"
             )
-        delay = jittered(parse_retry_after(resp.headers.get("retry-after")), rand)
-        if left is not None:
-            if last_attempt or left <= DEADLINE_MARGIN_SECONDS:
-                raise _timed_out(spec, resp.message)
-            if delay >= left - DEADLINE_MARGIN_SECONDS:  # one last try just before the deadline
-                delay, last_attempt = left - DEADLINE_MARGIN_SECONDS, True
-        yield Sleep(delay)
+        yield Sleep(deadline.cut(jittered(parse_retry_after(resp.headers.get("retry-after")), rand)))
 
 
 def _granted(spec: AcquireSpec, resp: Response) -> Flow[Grant]:
