@@ -72,6 +72,11 @@ class ErrorSchema(Schema):
     queue_ticket = fields.String(
         metadata={"description": "423 to a waiting request: re-issue it with this ticket to keep its place"}
     )
+    exception_message = fields.String(metadata={"description": "422 only: as a Prefect server answers"})
+    exception_detail = fields.List(
+        fields.Dict(),
+        metadata={"description": "422 only: [{loc, msg, type}] as a Prefect server lists them (its CLI prints msg)"},
+    )
 
 
 def envelope_body(code, status_name, message, errors=None, extra=None):
