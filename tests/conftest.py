@@ -160,16 +160,24 @@ def _postgres_cluster():
     pg.stop_cluster()
 
 
+def migrated_app(config):
+    """create_app on a migrated database (create_app has no side effects: the serving layer migrates)."""
+    from gcl_server import create_app
+    from gcl_server.database import migrate_url
+
+    migrate_url(config["DATABASE_URL"])
+    return create_app(config)
+
+
 @pytest.fixture
 def app(tmp_path):
-    from gcl_server import create_app
     from gcl_server.database import db
 
     if not pg.selected():
-        yield create_app({"DATABASE_URL": f"sqlite:///{tmp_path / 'gcl.db'}", "SWEEPER": False, "API_KEYS": ""})
+        yield migrated_app({"DATABASE_URL": f"sqlite:///{tmp_path / 'gcl.db'}", "SWEEPER": False, "API_KEYS": ""})
         return
     url = pg.cluster().create_database()
-    app = create_app({"DATABASE_URL": url, "SWEEPER": False, "API_KEYS": ""})
+    app = migrated_app({"DATABASE_URL": url, "SWEEPER": False, "API_KEYS": ""})
     database = db.obj
     yield app
     database.close_all()

@@ -47,7 +47,9 @@ def queue_a_waiter(app, name):
 
     ticket = str(uuid.uuid4())
     with app.app_context():
-        queued = slots._acquire_tx([name], 1, "concurrency", 60, None, False, 30, ticket, ticket)
+        queued = slots.acquire_tx(
+            slots.AcquireRequest([name], 1, lease_seconds=60, wait_seconds=30, ticket=ticket), ticket
+        )
     assert isinstance(queued, slots.Queued)
     return ticket
 
@@ -116,7 +118,7 @@ def test_a_hand_off_records_the_grant_with_its_wait_and_the_release_that_freed_i
     assert grant["kind"] == "acquired" and grant["detail"]["wait_seconds"] == pytest.approx(2.5)
     assert "handoff_seconds" in grant["detail"]
     with app.app_context():  # its request reads the grant: no second record
-        again = slots.acquire(["db"], 1, lease_seconds=60, wait_seconds=1, ticket=ticket)
+        again = slots.acquire(slots.AcquireRequest(["db"], 1, lease_seconds=60, wait_seconds=1, ticket=ticket))
     assert again.lease_id == grant["lease_id"]
     assert kinds(client, "db") == ["created", "acquired", "released", "acquired"]
 

@@ -4,14 +4,15 @@ import re
 import uuid
 
 import pytest
-from gcl_server import create_app
+
+from tests.conftest import migrated_app
 
 BASE = "/api/v2/concurrency_limits"
 
 
 @pytest.fixture
 def secured(tmp_path):
-    app = create_app(
+    app = migrated_app(
         {
             "DATABASE_URL": f"sqlite:///{tmp_path / 'gcl.db'}",
             "SWEEPER": False,
@@ -64,7 +65,7 @@ def test_right_key_works_and_scopes_are_enforced(secured):
 
 
 def test_keys_never_appear_in_logs(tmp_path, caplog):
-    app = create_app({"DATABASE_URL": f"sqlite:///{tmp_path / 'gcl.db'}", "SWEEPER": False, "API_KEYS": "s3cret-key"})
+    app = migrated_app({"DATABASE_URL": f"sqlite:///{tmp_path / 'gcl.db'}", "SWEEPER": False, "API_KEYS": "s3cret-key"})
     client = app.test_client()
     with caplog.at_level("DEBUG"):
         client.get(f"{BASE}/x", headers=bearer("wrong-s3cret"))

@@ -111,3 +111,25 @@ def test_a_peewee_query_sees_the_writes_deferred_before_it(tx, probe):
         return [r[0] for r in db.obj.execute_sql("SELECT v FROM defer_probe").fetchall()]
 
     assert work() == [5]
+
+
+def test_the_migrated_schema_is_the_models_declaration(app):
+    """Every table is declared once, as a peewee model: the migrations build exactly those tables and columns."""
+    from gcl_server import models
+    from gcl_server.database import db
+
+    with app.app_context():
+        database = db.obj
+        tables = set(database.get_tables())
+        declared = {model._meta.table_name: model for model in models.TABLES}
+        if database.dialect.name == "sqlite":
+            declared[models.Counter._meta.table_name] = models.Counter
+        assert tables == set(declared)
+        for name, model in declared.items():
+            key_names = getattr(model._meta.primary_key, "field_names", None) or [model._meta.primary_key.name]
+            keys = {model._meta.fields[key].column_name for key in key_names}
+            # (an SQLite text PRIMARY KEY column reports itself nullable: its nullability is the key's)
+            columns = {c.name: None if c.name in keys else c.null for c in database.get_columns(name)}
+            fields = {f.column_name: None if f.column_name in keys else f.null for f in model._meta.sorted_fields}
+            assert columns == fields, name
+        database.dialect.release_connection()

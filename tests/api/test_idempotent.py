@@ -81,7 +81,8 @@ def test_a_queued_ticket_asked_without_waiting_keeps_its_place(app, client):
     ticket = str(uuid.uuid4())
     with app.app_context():
         assert isinstance(
-            slots._acquire_tx(["db"], 1, "concurrency", 60, None, False, 30, ticket, ticket), slots.Queued
+            slots.acquire_tx(slots.AcquireRequest(["db"], 1, lease_seconds=60, wait_seconds=30, ticket=ticket), ticket),
+            slots.Queued,
         )
     refused = ask(client, "increment-with-lease", ticket, wait_seconds=0)
     assert refused.status_code == 423 and refused.json["queue_ticket"] == ticket

@@ -29,7 +29,7 @@ def worker_fds(server):
     """Open descriptors of the server's worker process (the master's other child is the SQLite writer)."""
     master = server.proc.pid
     children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
-    workers = [pid for pid in children if b"gcl_server.writer" not in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    workers = [pid for pid in children if b"gcl_server.sqlite.writer" not in Path(f"/proc/{pid}/cmdline").read_bytes()]
     return max(len(list(Path(f"/proc/{pid}/fd").iterdir())) for pid in workers)
 
 

@@ -344,18 +344,18 @@ def test_a_reasked_ticket_never_returns_a_lease_that_is_no_longer_live(app, clie
     ticket = str(uuid.uuid4())
     with app.app_context():
         # The waiter's request queues (and would park; its server dies before it is answered) ...
-        queued = slots._acquire_tx(["db"], 1, "concurrency", 5, None, False, 30, None, ticket)
+        queued = slots.acquire_tx(slots.AcquireRequest(["db"], 1, lease_seconds=5, wait_seconds=30), ticket)
         assert isinstance(queued, slots.Queued)
     # ... then a release hands it the slot, committed with nobody to tell.
     assert release(client, held).status_code == 204
     [granted] = client.get(f"{BASE}/db/leases").json
     with app.app_context():
         # While that lease lives, the re-asked ticket gets it back: the grant it never heard, not a second one.
-        again = slots.acquire(["db"], 1, lease_seconds=5, wait_seconds=1, ticket=ticket)
+        again = slots.acquire(slots.AcquireRequest(["db"], 1, lease_seconds=5, wait_seconds=1, ticket=ticket))
         assert again.lease_id == granted["lease_id"]
         LOSE_THE_GRANT[how](client, clock, granted["lease_id"])
-        other = slots.acquire(["db"], 1, lease_seconds=60)  # the slot is free again, and taken
+        other = slots.acquire(slots.AcquireRequest(["db"], 1, lease_seconds=60))  # the slot is free again, and taken
         with pytest.raises(Locked):
-            slots.acquire(["db"], 1, lease_seconds=5, wait_seconds=1, ticket=ticket)
+            slots.acquire(slots.AcquireRequest(["db"], 1, lease_seconds=5, wait_seconds=1, ticket=ticket))
     assert [item["lease_id"] for item in client.get(f"{BASE}/db/leases").json] == [other.lease_id]
     assert read(client, "db")["active_slots"] == 1

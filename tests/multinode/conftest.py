@@ -17,10 +17,11 @@ def pg_url():
 @pytest.fixture
 def pg_app(pg_url):
     """An in-process app on PostgreSQL (no sweeper thread), for engine-level tests."""
-    from gcl_server import create_app
     from gcl_server.database import db
 
-    app = create_app({"DATABASE_URL": pg_url, "SWEEPER": False, "API_KEYS": ""})
+    from tests.conftest import migrated_app
+
+    app = migrated_app({"DATABASE_URL": pg_url, "SWEEPER": False, "API_KEYS": ""})
     database = db.obj
     yield app
     database.close_all()

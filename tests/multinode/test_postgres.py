@@ -123,8 +123,8 @@ def test_sweepers_on_every_node_delete_each_expired_lease_once(pg_app):
     with pg_app.app_context():
         limit = _limit(limit=100)
         for _ in range(40):
-            slots.acquire([limit.name], 1, lease_seconds=0.05)
-        live = [slots.acquire([limit.name], 1, lease_seconds=60).lease_id for _ in range(5)]
+            slots.acquire(slots.AcquireRequest([limit.name], 1, lease_seconds=0.05))
+        live = [slots.acquire(slots.AcquireRequest([limit.name], 1, lease_seconds=60)).lease_id for _ in range(5)]
         time.sleep(0.1)
         _in_threads([lambda: slots.sweep(batch=15) for _ in range(3)] * 3)
         while slots.sweep():  # whatever the racing batches left
@@ -141,7 +141,7 @@ def test_concurrent_acquires_never_over_admit(pg_app):
 
         def try_once():
             try:
-                return slots.acquire([limit.name], 1, lease_seconds=60).lease_id
+                return slots.acquire(slots.AcquireRequest([limit.name], 1, lease_seconds=60)).lease_id
             except slots.Locked:
                 return None
 
@@ -155,7 +155,7 @@ def test_sweeper_thread_returns_its_connection_to_the_pool(pg_app):
 
     with pg_app.app_context():
         limit = _limit()
-        slots.acquire([limit.name], 1, lease_seconds=0.01)
+        slots.acquire(slots.AcquireRequest([limit.name], 1, lease_seconds=0.01))
         pool = db.obj
         db.close()
         assert pool._in_use == {}
@@ -206,7 +206,9 @@ def test_overlapping_acquires_and_releases_never_deadlock(pg_app, pg_url):
             done = 0
             for i in range(200):
                 try:
-                    lease = slots.acquire(sets[(seed + i) % len(sets)], 1, lease_seconds=60).lease_id
+                    lease = slots.acquire(
+                        slots.AcquireRequest(sets[(seed + i) % len(sets)], 1, lease_seconds=60)
+                    ).lease_id
                 except slots.Locked:
                     time.sleep(0.001)
                     continue
@@ -223,7 +225,7 @@ def test_a_renewal_racing_the_sweeper_keeps_its_slots(pg_app, pg_url):
     """The renewal commits between the sweeper's SELECT and its DELETEs: the lease must keep counting."""
     with pg_app.app_context():
         limit = _limit(limit=1)
-        lease_id = slots.acquire([limit.name], 1, lease_seconds=0.5).lease_id
+        lease_id = slots.acquire(slots.AcquireRequest([limit.name], 1, lease_seconds=0.5)).lease_id
         renewing, commit = threading.Event(), threading.Event()
 
         def renew_slowly():  # renew.__wrapped__'s statement, held open until told to commit
@@ -249,7 +251,7 @@ def test_a_renewal_racing_the_sweeper_keeps_its_slots(pg_app, pg_url):
         assert execute("SELECT COUNT(*) FROM lease_limit WHERE lease_id = ?", (lease_id,)).fetchone()[0] == 1
         assert limits_service.read(limit.id).runtime["active_slots"] == 1
         with pytest.raises(slots.Locked):
-            slots.acquire([limit.name], 1, lease_seconds=60)
+            slots.acquire(slots.AcquireRequest([limit.name], 1, lease_seconds=60))
 
 
 def _waiting_for_locks(url):

@@ -14,12 +14,13 @@ def _wal_pages(database_path):
 
 
 def test_the_wal_starts_over_while_writes_never_pause(tmp_path):
-    from gcl_server import create_app
     from gcl_server.database import db
     from gcl_server.services import limits, slots
 
+    from tests.conftest import migrated_app
+
     path = tmp_path / "gcl.db"
-    app = create_app({"DATABASE_URL": f"sqlite:///{path}", "SWEEPER": False})
+    app = migrated_app({"DATABASE_URL": f"sqlite:///{path}", "SWEEPER": False})
     with app.app_context():
         limits.create({"name": "db", "limit": 5})
         stop, errors, cycles = threading.Event(), [], [0]
@@ -28,7 +29,7 @@ def test_the_wal_starts_over_while_writes_never_pause(tmp_path):
             try:
                 db.obj.execute_sql("PRAGMA wal_autocheckpoint=0")  # no checkpoint at its commits: only ours
                 while not stop.is_set():
-                    slots.release(slots.acquire(["db"], 1, lease_seconds=60).lease_id)
+                    slots.release(slots.acquire(slots.AcquireRequest(["db"], 1, lease_seconds=60)).lease_id)
                     cycles[0] += 1
             except Exception as exc:  # noqa: BLE001 - reported by the assertion below
                 errors.append(exc)

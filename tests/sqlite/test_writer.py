@@ -1,4 +1,4 @@
-"""SQLite's writer process (gcl_server/writer.py): batches keep each call's own outcome, and workers carry on
+"""SQLite's writer process (gcl_server/sqlite/writer.py): batches keep each call's own outcome, and workers carry on
 without it, on the same write lock, when it is gone."""
 
 import fcntl
@@ -15,9 +15,9 @@ import requests
 @pytest.fixture
 def engine(tmp_path):
     """The engine in this process on a fresh SQLite file (no gunicorn, so no writer: calls run here)."""
-    from gcl_server import create_app
+    from tests.conftest import migrated_app
 
-    app = create_app({"DATABASE_URL": f"sqlite:///{tmp_path / 'gcl.db'}", "SWEEPER": False})
+    app = migrated_app({"DATABASE_URL": f"sqlite:///{tmp_path / 'gcl.db'}", "SWEEPER": False})
     with app.app_context():
         yield app
 
@@ -27,9 +27,9 @@ def _call(fn, *args, **kwargs):
 
 
 def test_a_batch_commits_each_call_or_rolls_back_only_the_one_that_failed(engine):
-    from gcl_server import writer
     from gcl_server.errors import Conflict
     from gcl_server.services import limits, slots
+    from gcl_server.sqlite import writer
 
     batch = [
         ("a", _call(limits.create, {"name": "first", "limit": 2})),
@@ -48,7 +48,7 @@ def test_a_batch_commits_each_call_or_rolls_back_only_the_one_that_failed(engine
     assert {(r.name, r.limit) for r in limits.list_limits()} == {("first", 2), ("second", 3)}
 
     # Nested transactional calls join the batch's transaction; what they queue for after the commit is returned.
-    held = slots.acquire(["first"], 1, lease_seconds=60)
+    held = slots.acquire(slots.AcquireRequest(["first"], 1, lease_seconds=60))
     results, _ = writer._run_batch([("e", _call(slots.release, held.lease_id))])
     [(conn, (ok, value, events))] = results
     assert (conn, ok, value) == ("e", True, True)
@@ -59,7 +59,7 @@ def test_a_batch_commits_each_call_or_rolls_back_only_the_one_that_failed(engine
 
 
 def test_the_writer_runs_only_gcl_functions(engine):
-    from gcl_server import writer
+    from gcl_server.sqlite import writer
 
     results, _ = writer._run_batch([("x", ("os", "system", ("true",), {}))])
     assert results[0][1][0] is False and "not a GCL function" in str(results[0][1][1])
@@ -68,15 +68,15 @@ def test_the_writer_runs_only_gcl_functions(engine):
 def test_a_write_that_would_wait_for_the_lock_goes_to_the_writer_or_runs_here_without_it(engine, monkeypatch):
     """A real writer process on the engine's database: a transactional call that finds the lock taken is run by the
     writer; once the writer is gone, the same call is not delivered and runs in this process."""
-    from gcl_server import writer
-    from gcl_server.database import BACKGROUND_CHECKPOINT_ENV, db
+    from gcl_server import tx
+    from gcl_server.database import db
     from gcl_server.services import limits
+    from gcl_server.sqlite import writer
 
     monkeypatch.setenv("DATABASE_URL", engine.config["DATABASE_URL"])
-    monkeypatch.setenv(writer.ENV, "")
-    monkeypatch.setenv(BACKGROUND_CHECKPOINT_ENV, "")  # start() sets both: restored after the test
-    proc = writer.start()  # sets writer.ENV, as the gunicorn master does before it forks the workers
+    proc = writer.start()  # as the gunicorn master does before it forks the workers
     assert proc is not None
+    tx.use_runner(writer.Client(proc.path))  # as each worker does once it loaded the app
     try:
         monkeypatch.setattr(db.obj.dialect, "try_write_lock", lambda: False)  # as if another writer held it
         outcomes = []
@@ -85,7 +85,7 @@ def test_a_write_that_would_wait_for_the_lock_goes_to_the_writer_or_runs_here_wi
         def spy(self, fn, args, kwargs):
             try:
                 value = call(self, fn, args, kwargs)
-            except writer.Unreachable:
+            except tx.Undelivered:
                 outcomes.append("unreachable")
                 raise
             outcomes.append("writer")
@@ -99,12 +99,13 @@ def test_a_write_that_would_wait_for_the_lock_goes_to_the_writer_or_runs_here_wi
         assert outcomes == ["writer", "unreachable"]
         assert {(r.name, r.limit) for r in limits.list_limits()} == {("by-writer", 1), ("here", 2)}
     finally:
+        tx.use_runner(None)
         proc.stop()
 
 
 def _writer_pid(server):
     out = subprocess.run(["ps", "--ppid", str(server.proc.pid), "-o", "pid=,args="], capture_output=True, text=True)
-    pids = [int(line.split()[0]) for line in out.stdout.splitlines() if "gcl_server.writer" in line]
+    pids = [int(line.split()[0]) for line in out.stdout.splitlines() if "gcl_server.sqlite.writer" in line]
     assert len(pids) == 1, out.stdout
     return pids[0]
 

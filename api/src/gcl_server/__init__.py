@@ -4,17 +4,19 @@ from flask import Flask
 
 
 def create_app(config=None):
-    """Build the Flask app: settings (defaults < GCL_* env < config), database, migrations, routes."""
+    """Build the Flask app: settings (defaults < GCL_* env < config), database (not connected), routes.
+
+    No side effects: no migration, no thread (the serving layer starts those: serving.py, gunicorn_conf.py)."""
     from flask_smorest import Api as SmorestApi
 
     from . import auth, errors, settings, ui
-    from .database import connection_hooks, db, migrate, open_database
+    from .database import connection_hooks, db, open_database
     from .resources.health.routes import blp as health_blp
     from .resources.health.routes import metrics_blp
     from .resources.limits.routes import blp as limits_blp
     from .resources.prefect.routes import blp as prefect_blp
     from .resources.slots.routes import blp as slots_blp
-    from .services.sweeper import Sweeper
+    from .services import notify
     from .telemetry import middleware as telemetry
 
     app = Flask(__name__)
@@ -30,10 +32,8 @@ def create_app(config=None):
             "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
         },
     )
-    database = open_database(app.config["DATABASE_URL"])
-    db.initialize(database)
-    migrate(database)
-    database.dialect.release_connection()  # PostgreSQL: don't pin a pool slot for this thread's lifetime
+    db.initialize(open_database(app.config["DATABASE_URL"], checkpointer=app.config["SQLITE_CHECKPOINTER"]))
+    notify.configure(app.config["NOTIFY_HOST"])
     connection_hooks(app)
 
     class Api(SmorestApi):
@@ -50,11 +50,4 @@ def create_app(config=None):
 
         app.wsgi_app = FastSlots(app, app.wsgi_app)
     telemetry.install(app)  # outermost: per-route metrics and request logs cover the fast path too
-
-    if app.config["SWEEPER"]:
-        app.extensions["gcl_sweeper"] = Sweeper(
-            app.config["SWEEP_INTERVAL_SECONDS"],
-            app.config["ACTIVITY_KEEP_PER_LIMIT"],
-            app.config["ACTIVITY_MAX_AGE_DAYS"] * 86400,
-        ).start()
     return app

@@ -5,7 +5,7 @@ import json
 import time
 
 from .database import defer, execute
-from .services import emit_after_commit
+from .tx import emit_after_commit
 
 KINDS = ("created", "updated", "deleted", "reset", "acquired", "released", "expired", "revoked", "timeout", "event")
 KEEP_PER_LIMIT = 1000

@@ -28,13 +28,13 @@ SQLITE_PRAGMAS = {
 }
 # Where a checkpointer runs (the SQLite writer process, see Dialect.checkpoint), a committing transaction copies the
 # WAL back into the database only past this many pages, as a safety net; SQLite's default is 1000.
-BACKGROUND_CHECKPOINT_ENV = "GCL_SQLITE_CHECKPOINTER"
 SAFETY_AUTOCHECKPOINT_PAGES = 10000
 RESTART_WAL_PAGES = 1000  # the checkpointer lets the WAL start over once it holds this many pages
 
 
-def sqlite_pragmas():
-    if os.environ.get(BACKGROUND_CHECKPOINT_ENV):
+def sqlite_pragmas(checkpointer=False):
+    """checkpointer: a process of the server copies the WAL back (settings SQLITE_CHECKPOINTER)."""
+    if checkpointer:
         return {**SQLITE_PRAGMAS, "wal_autocheckpoint": SAFETY_AUTOCHECKPOINT_PAGES}
     return SQLITE_PRAGMAS
 
@@ -215,20 +215,29 @@ def database_unavailable(exc):
     return False
 
 
-def open_database(url=None):
-    """Create (not connect) a peewee database for a DATABASE_URL."""
+def sqlite_path(url):
+    """The file of an sqlite:/// DATABASE_URL, None for another scheme."""
+    parsed = urlparse(url)
+    if parsed.scheme != "sqlite":
+        return None
+    path = unquote(parsed.path)
+    if url.startswith("sqlite:////"):
+        path = "/" + path.lstrip("/")
+    elif url.startswith("sqlite:///"):
+        path = path[1:] if path.startswith("/") else path
+    if not path or path == ":memory:":
+        raise ValueError("DATABASE_URL: an SQLite database must be a file (several workers share it)")
+    return path
+
+
+def open_database(url=None, checkpointer=False):
+    """Create (not connect) a peewee database for a DATABASE_URL (its folder is made by migrate_url)."""
     url = url or default_database_url("data")
     parsed = urlparse(url)
     if parsed.scheme == "sqlite":
-        path = unquote(parsed.path)
-        if url.startswith("sqlite:////"):
-            path = "/" + path.lstrip("/")
-        elif url.startswith("sqlite:///"):
-            path = path[1:] if path.startswith("/") else path
-        if not path or path == ":memory:":
-            raise ValueError("DATABASE_URL: an SQLite database must be a file (several workers share it)")
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        database = peewee.SqliteDatabase(path, pragmas=sqlite_pragmas(), timeout=10, check_same_thread=False)
+        path = sqlite_path(url)
+        pragmas = sqlite_pragmas(checkpointer)
+        database = peewee.SqliteDatabase(path, pragmas=pragmas, timeout=10, check_same_thread=False)
         database.dialect = Dialect(database)
         return database
     if parsed.scheme in ("postgres", "postgresql"):
@@ -482,6 +491,10 @@ def migrate(database):
 
 
 def migrate_url(url):
+    """Migrate the database of a DATABASE_URL (an SQLite file's folder is made first)."""
+    path = sqlite_path(url)
+    if path:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     database = open_database(url)
     try:
         database.connect()

@@ -2,6 +2,7 @@
 
 import os
 
+from gcl_server import serving
 from gcl_server.telemetry import logs as _logs
 from gcl_server.telemetry import multiproc as _multiproc
 
@@ -32,15 +33,18 @@ if not control_socket_disable:
 def on_starting(server):
     # Prometheus counts of all workers meet in one fresh directory (telemetry/metrics.py).
     server.gcl_metrics_dir = _multiproc.prepare()
-    # Migrate once in the master so workers never race on a fresh database.
-    from gcl_server import writer
-    from gcl_server.database import migrate_url
-    from gcl_server.settings import load
+    # Migrate once in the master so workers never race on a fresh database; SQLite: start the writer before forking.
+    server.gcl_writer = serving.prepare()
 
-    url = load()["DATABASE_URL"]
-    migrate_url(url)
-    if url.startswith("sqlite:") and os.environ.get("GCL_SQLITE_WRITER", "1") != "0":
-        server.gcl_writer = writer.start()  # workers fork after this and inherit its address
+
+def post_fork(server, worker):
+    writer = getattr(server, "gcl_writer", None)
+    worker.gcl_writer_path = writer.path if writer is not None else None
+
+
+def post_worker_init(worker):
+    # The worker's own side effects (create_app has none): its transaction runner and its sweeper thread.
+    serving.start_worker(worker.wsgi, getattr(worker, "gcl_writer_path", None))
 
 
 def on_exit(server):

@@ -1,4 +1,4 @@
-"""Peewee models of the tables created by the migrations in database.py."""
+"""Every table of the server, declared once (tests/api/test_database.py holds the migrated schema to it)."""
 
 import peewee
 
@@ -67,3 +67,60 @@ class Activity(BaseModel):
 
     class Meta:
         table_name = "activity"
+
+
+class Waiter(BaseModel):
+    """A request queued on the server (or a grant kept for its ticket, or a withdrawn ticket's tombstone)."""
+
+    id = peewee.CharField(max_length=36, primary_key=True)  # the queue ticket
+    seq = peewee.BigIntegerField()
+    names = peewee.TextField()  # JSON list
+    slots = peewee.IntegerField()
+    mode = peewee.CharField(max_length=16)
+    lease_seconds = peewee.DoubleField(null=True)
+    anonymous = peewee.BooleanField(default=False)
+    holder = peewee.TextField(null=True)
+    owner = peewee.CharField(max_length=255)  # the wake-up address of the process where it parks
+    attached = peewee.BooleanField()
+    expires = peewee.DoubleField()
+    created = peewee.DoubleField()
+    granted_at = peewee.DoubleField(null=True)
+    lease_id = peewee.CharField(max_length=36, null=True)
+    token = peewee.BigIntegerField(null=True)
+    lease_expires = peewee.DoubleField(null=True)
+    actor = peewee.CharField(max_length=255, null=True)
+
+    class Meta:
+        table_name = "waiter"
+
+
+class WaiterLimit(BaseModel):
+    waiter = peewee.ForeignKeyField(Waiter, column_name="waiter_id", on_delete="CASCADE")
+    limit_id = peewee.CharField(max_length=36)
+    seq = peewee.BigIntegerField()
+
+    class Meta:
+        table_name = "waiter_limit"
+        primary_key = peewee.CompositeKey("waiter", "limit_id")
+
+
+class Counter(BaseModel):
+    """SQLite's sequences (PostgreSQL uses SEQUENCE objects): fencing_token, waiter_seq."""
+
+    name = peewee.CharField(max_length=64, primary_key=True)
+    value = peewee.BigIntegerField()
+
+    class Meta:
+        table_name = "gcl_counter"
+
+
+class SchemaVersion(BaseModel):
+    version = peewee.IntegerField(primary_key=True)
+    description = peewee.TextField(null=True)
+    applied = peewee.DoubleField()
+
+    class Meta:
+        table_name = "gcl_schema_version"
+
+
+TABLES = (ConcurrencyLimit, Lease, LeaseLimit, Waiter, WaiterLimit, Activity, SchemaVersion)  # + Counter on SQLite

@@ -18,7 +18,12 @@ DEFAULTS = {
     "MAX_WAITERS": 0,  # parked requests per worker process; 0: the worker's threads less a reserve
     "THREADS": 256,
     "MAX_CONTENT_LENGTH": 1024 * 1024,
-    "FAST_PATH": True,  # serve plainly valid hot slot requests without Flask (fast.py)
+    "FAST_PATH": True,  # serve plainly valid hot slot requests without Flask (fast/)
+    "LEAN_HTTP": True,  # parse plain kept-alive requests with httptools (h1.py, worker.py)
+    "SQLITE_WRITER": True,  # SQLite under gunicorn: one writer process runs the write transactions (sqlite/)
+    "SQLITE_CHECKPOINTER": False,  # set by the serving layer for its workers: the writer copies the WAL back
+    "NOTIFY_HOST": "127.0.0.1",  # where this process receives wake-ups for its parked requests (SQLite)
+    "LOG_LEVEL": "info",
     "LOG_FORMAT": "text",  # "json": one JSON object per log line, and a line per request (telemetry/logs.py)
 }
 
@@ -48,6 +53,11 @@ ENVIRONMENT = {
     "MAX_WAITERS": ("GCL_MAX_WAITERS", int),
     "THREADS": ("GCL_THREADS", int),
     "FAST_PATH": ("GCL_FAST_PATH", _flag),
+    "LEAN_HTTP": ("GCL_LEAN_HTTP", _flag),
+    "SQLITE_WRITER": ("GCL_SQLITE_WRITER", _flag),
+    "SQLITE_CHECKPOINTER": ("GCL_SQLITE_CHECKPOINTER", _flag),
+    "NOTIFY_HOST": ("GCL_NOTIFY_HOST", str),
+    "LOG_LEVEL": ("GCL_LOG_LEVEL", str),
     "LOG_FORMAT": ("GCL_LOG_FORMAT", _log_format),
 }
 

@@ -22,7 +22,7 @@ import time
 from gunicorn import glogging, util
 from gunicorn.workers.gthread import ThreadWorker
 
-from . import h1
+from . import h1, settings
 from .fds import readable
 from .telemetry.logs import JsonLogger
 
@@ -59,7 +59,7 @@ class KeepAliveThreadWorker(ThreadWorker):
             and cfg.proxy_protocol in (False, "off", None)
             and getattr(cfg, "protocol", "http") == "http"
             and not os.environ.get("SCRIPT_NAME")
-            and os.environ.get("GCL_LEAN_HTTP", "1") != "0"
+            and settings.load()["LEAN_HTTP"]
         )
 
     def init_process(self):

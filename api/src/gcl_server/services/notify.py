@@ -11,7 +11,9 @@ import socket
 import threading
 import time
 
+from ..database import db, defer
 from ..fds import readable as readable_within
+from ..tx import after_commit
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +35,13 @@ class Waker:
             self.grant = grant
         os.eventfd_write(self.fd, 1)
 
-    def wait(self, timeout, client=None):
-        """'woken', 'gone' (the client closed its connection) or 'timeout'."""
+    def wait(self, timeout, disconnected=None):
+        """'woken', 'gone' (the client closed its connection) or 'timeout'.
+
+        disconnected: the request's disconnect probe (Parking.disconnected), polled through its fileno()."""
         watched = [self.fd] if self.sock is None else [self.fd, self.sock]
-        if client is not None:
-            watched.append(client)
+        if disconnected is not None:
+            watched.append(disconnected)
         try:
             readable = readable_within(watched, timeout)
         except (OSError, ValueError):  # the client socket is already closed
@@ -49,8 +53,8 @@ class Waker:
             woken = True
         if woken:
             return "woken"
-        if client is not None and client in readable:
-            return "gone" if client_closed(client) else "timeout"
+        if disconnected is not None and disconnected in readable:
+            return "gone" if disconnected() else "timeout"
         return "timeout"
 
     def _receive(self):
@@ -70,16 +74,6 @@ class Waker:
 
     def close(self):
         os.close(self.fd)
-
-
-def client_closed(client):
-    """True when the peer closed the connection (EOF), False when it merely sent more bytes."""
-    try:
-        return client.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
-    except BlockingIOError:
-        return False
-    except OSError:
-        return True
 
 
 class Registry:
@@ -256,6 +250,13 @@ def _decode(entry):
 
 _notifier = None
 _notifier_lock = threading.Lock()
+_host = "127.0.0.1"
+
+
+def configure(host):
+    """Where this process receives wake-ups by datagram (settings NOTIFY_HOST); read when its notifier starts."""
+    global _host
+    _host = host
 
 
 def notifier():
@@ -263,12 +264,8 @@ def notifier():
     global _notifier
     with _notifier_lock:
         if _notifier is None or _notifier._pid != os.getpid():
-            from ..database import db
-
-            if db.obj.dialect.name == "postgresql":
-                _notifier = PostgresNotifier(db.obj)
-            else:
-                _notifier = Notifier(os.environ.get("GCL_NOTIFY_HOST", "127.0.0.1"))
+            postgres = db.obj.dialect.name == "postgresql"
+            _notifier = PostgresNotifier(db.obj) if postgres else Notifier(_host)
         return _notifier
 
 
@@ -285,9 +282,6 @@ def on_commit(targets, grants=None):
     """Wake these waiters once the current transaction commits: local ones directly, others by datagram or NOTIFY.
 
     grants: what the transaction granted to whom, handed to the woken request."""
-    from ..database import defer
-    from . import after_commit
-
     node = notifier()
     remote = {owner: ids for owner, ids in targets.items() if owner != node.address}
     if remote and isinstance(node, PostgresNotifier):

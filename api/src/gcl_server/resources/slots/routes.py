@@ -1,5 +1,6 @@
 """Prefect-compatible slot routes: increment, decrement, leases."""
 
+import socket
 import time
 
 from flask import current_app, request
@@ -52,20 +53,47 @@ def _limits(rows):
     return [{"id": r.id, "name": r.name, "limit": r.limit} for r in rows]
 
 
-def waiting_options(body, config, environ):
-    """Keyword arguments for a waiting acquire: bounded wait, ticket, parking capacity, disconnect probe."""
+def acquire_request(body, config, environ, **fields):
+    """The engine's request from a loaded body (bounded wait, ticket, actor) and the route's own fields."""
     wait = body.get("wait_seconds") or 0.0
     if wait > config["MAX_WAIT_SECONDS"]:
         message = f"wait_seconds must be at most {config['MAX_WAIT_SECONDS']:g}."
         raise Invalid(message, errors={"json": {"wait_seconds": [message]}})
-    return {
-        "wait_seconds": wait,
-        "ticket": str(body["queue_ticket"]) if body.get("queue_ticket") else None,
-        "max_parked": config["MAX_WAITERS"],
-        # gunicorn hands us the client socket: a parked request watches it to leave the queue at a disconnect
-        "client": environ.get("gunicorn.socket") if wait else None,
-        "actor": actor_of(config, environ),
-    }
+    return engine.AcquireRequest(
+        body["names"],
+        body["slots"],
+        body["mode"],
+        wait_seconds=wait,
+        ticket=str(body["queue_ticket"]) if body.get("queue_ticket") else None,
+        actor=actor_of(config, environ),
+        **fields,
+    )
+
+
+def parking(config, environ, wait):
+    """Where this request may wait: this process's places, and a probe of its client's connection."""
+    # gunicorn hands us the client socket: a parked request watches it to leave the queue at a disconnect
+    sock = environ.get("gunicorn.socket") if wait else None
+    return engine.Parking(config["MAX_WAITERS"], ClientProbe(sock) if sock is not None else None)
+
+
+class ClientProbe:
+    """The disconnect probe of a parked request: polled through fileno(); called, True when the client has gone
+    (EOF or a broken connection), False when it merely sent more bytes (pipelining)."""
+
+    def __init__(self, sock):
+        self.sock = sock
+
+    def fileno(self):
+        return self.sock.fileno()
+
+    def __call__(self):
+        try:
+            return self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
 
 
 def actor_of(config, environ):
@@ -94,28 +122,17 @@ def _handoff_timing(grant, environ):
 
 def increment(body, config, environ):
     concurrency = body["mode"] == "concurrency"
-    grant = engine.acquire(
-        body["names"],
-        body["slots"],
-        body["mode"],
-        lease_seconds=config["UNLEASED_TTL_SECONDS"] if concurrency else None,
-        anonymous=True,
-        **waiting_options(body, config, environ),
-    )
+    seconds = config["UNLEASED_TTL_SECONDS"] if concurrency else None
+    wanted = acquire_request(body, config, environ, lease_seconds=seconds, anonymous=True)
+    grant = engine.acquire(wanted, parking(config, environ, wanted.wait_seconds))
     _handoff_timing(grant, environ)
     return _limits(grant.limits)
 
 
 def increment_with_lease(body, config, environ):
     seconds = lease_seconds(body.get("lease_duration"), config)
-    grant = engine.acquire(
-        body["names"],
-        body["slots"],
-        body["mode"],
-        seconds,
-        body.get("holder"),
-        **waiting_options(body, config, environ),
-    )
+    wanted = acquire_request(body, config, environ, lease_seconds=seconds, holder=body.get("holder"))
+    grant = engine.acquire(wanted, parking(config, environ, wanted.wait_seconds))
     _handoff_timing(grant, environ)
     return {
         "lease_id": grant.lease_id,

@@ -29,19 +29,17 @@ import tempfile
 import threading
 import time
 
-from . import events
+from .. import events, tx
+from ..database import db, open_database
+from ..errors import Unavailable
+from ..settings import load
 
 log = logging.getLogger(__name__)
 
-ENV = "GCL_WRITER_SOCKET"
 HEADER = struct.Struct("!I")
 MAX_FRAME = 16 * 1024 * 1024
 RETRY_CONNECT_SECONDS = 1.0
 CHECKPOINT_SECONDS = 0.1
-
-
-class Unreachable(Exception):
-    """The call was not delivered: the caller runs it itself."""
 
 
 # ------------------------------------------------------------------------------------------------ the worker's side
@@ -61,7 +59,7 @@ class Client:
             return sock
         self._drop()
         if time.monotonic() < self._down_until:
-            raise Unreachable(self.path)
+            raise tx.Undelivered(self.path)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.connect(self.path)
@@ -70,7 +68,7 @@ class Client:
             if not self._down_until:
                 log.warning("the SQLite writer is unreachable (%s); this worker runs its transactions itself", exc)
             self._down_until = time.monotonic() + RETRY_CONNECT_SECONDS
-            raise Unreachable(self.path) from exc
+            raise tx.Undelivered(self.path) from exc
         self._local.sock = sock
         return sock
 
@@ -82,8 +80,6 @@ class Client:
 
     def call(self, fn, args, kwargs):
         """The function's result as the writer ran it; its exception re-raised here."""
-        from .errors import Unavailable
-
         data = pickle.dumps((fn.__module__, fn.__qualname__, args, kwargs), protocol=pickle.HIGHEST_PROTOCOL)
         sock = self._connection()
         try:
@@ -91,7 +87,7 @@ class Client:
         except OSError as exc:
             # Not (completely) delivered: a partial frame is never run, so running it here is safe.
             self._drop()
-            raise Unreachable(self.path) from exc
+            raise tx.Undelivered(self.path) from exc
         try:
             (size,) = HEADER.unpack(_recv_exactly(sock, HEADER.size))
             ok, value, committed_events = pickle.loads(_recv_exactly(sock, size))
@@ -126,21 +122,6 @@ def _recv_exactly(sock, size):
     return b"".join(chunks)
 
 
-_client = None
-_client_pid = None
-
-
-def client():
-    """This process's writer client, or None when there is no writer (PostgreSQL, tests without gunicorn)."""
-    global _client, _client_pid
-    path = os.environ.get(ENV)
-    if not path:
-        return None
-    if _client is None or _client_pid != os.getpid() or _client.path != path:
-        _client, _client_pid = Client(path), os.getpid()
-    return _client
-
-
 # ------------------------------------------------------------------------------------------------ the writer
 
 
@@ -161,31 +142,27 @@ def _run_batch(batch):
 
     Several calls run each in a savepoint, so one that fails leaves the others; a call alone is the transaction, and
     its failure rolls it back, as in the worker's own transactions."""
-    from . import services
-    from .database import db
-    from .errors import Unavailable
-
     dialect = db.obj.dialect
     single = len(batch) == 1
-    for attempt in range(services.TX_ATTEMPTS):
+    for attempt in range(tx.TX_ATTEMPTS):
         results, callbacks = [], []
         try:
             with dialect.write_tx():
                 for conn, (module, qualname, args, kwargs) in batch:
                     try:
                         fn = _function(module, qualname)
-                        with services.running() as tx, contextlib.nullcontext() if single else db.atomic():
+                        with tx.running() as call, contextlib.nullcontext() if single else db.atomic():
                             value = fn(*args, **kwargs)
                         # The events go back with the result: they are emitted in the worker serving the request.
-                        results.append((conn, (True, value, tx.events)))
-                        callbacks.extend(tx.callbacks)
+                        results.append((conn, (True, value, call.events)))
+                        callbacks.extend(call.callbacks)
                     except Exception as exc:
                         if single or dialect.is_retryable(exc):
                             raise
                         results.append((conn, (False, exc, ())))  # the caller's error, raised in the caller
             return results, callbacks
         except Exception as exc:
-            if dialect.is_retryable(exc) and attempt < services.TX_ATTEMPTS - 1:
+            if dialect.is_retryable(exc) and attempt < tx.TX_ATTEMPTS - 1:
                 time.sleep(0.005 * (attempt + 1))
                 continue
             if single and not dialect.is_retryable(exc):
@@ -271,14 +248,12 @@ def serve(path, parent_pid):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     path, parent_pid = argv[0], int(argv[1])
-    logging.basicConfig(level=os.environ.get("GCL_LOG_LEVEL", "info").upper(), format="[writer] %(message)s")
+    settings = load()
+    logging.basicConfig(level=settings["LOG_LEVEL"].upper(), format="[writer] %(message)s")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the master stops us
-    from .database import BACKGROUND_CHECKPOINT_ENV, db, open_database
-    from .settings import load
-
-    os.environ[BACKGROUND_CHECKPOINT_ENV] = "1"  # our connections leave checkpoints to our checkpointer thread
-    database = open_database(load()["DATABASE_URL"])
+    # Our connections leave checkpoints to our checkpointer thread.
+    database = open_database(settings["DATABASE_URL"], checkpointer=True)
     db.initialize(database)
     threading.Thread(target=checkpointer, args=(parent_pid,), name="gcl-checkpointer", daemon=True).start()
     try:
@@ -289,8 +264,6 @@ def main(argv=None):
 
 def checkpointer(parent_pid, interval=CHECKPOINT_SECONDS):
     """Copy the WAL into the database every interval, off the transactions' path (Dialect.checkpoint)."""
-    from .database import db
-
     while os.getppid() == parent_pid:
         try:
             db.obj.dialect.checkpoint()
@@ -308,7 +281,7 @@ class Process:
     def __init__(self):
         self.dir = tempfile.mkdtemp(prefix="gcl-")  # 0700: only this user may connect
         self.path = os.path.join(self.dir, "writer.sock")
-        self.proc = subprocess.Popen([sys.executable, "-m", "gcl_server.writer", self.path, str(os.getpid())])
+        self.proc = subprocess.Popen([sys.executable, "-m", "gcl_server.sqlite.writer", self.path, str(os.getpid())])
 
     def wait_ready(self, timeout=15.0):
         deadline = time.monotonic() + timeout
@@ -337,17 +310,13 @@ class Process:
 
 
 def start():
-    """Start the writer for an SQLite database; returns the Process (ENV set for the workers) or None."""
-    from .database import BACKGROUND_CHECKPOINT_ENV
-
+    """Start the writer (the gunicorn master does, before it forks its workers): the Process, or None."""
     try:
         proc = Process()
     except OSError as exc:  # no private directory or no process: the workers write themselves, as they can
         log.warning("the SQLite writer could not start (%s); workers run their transactions themselves", exc)
         return None
     if proc.wait_ready():
-        os.environ[ENV] = proc.path
-        os.environ[BACKGROUND_CHECKPOINT_ENV] = "1"  # the writer checkpoints: the workers' commits need not
         return proc
     log.warning("the SQLite writer did not start; workers run their transactions themselves")
     proc.stop()

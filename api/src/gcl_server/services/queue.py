@@ -1,0 +1,339 @@
+"""The FIFO queue per limit, kept in the database beside the leases: waiters, tickets and the hand-off.
+
+Freed slots are handed to the queue head inside the transaction that frees them (release, decrement, revoke, limit
+change), or by the head's own timer when they free by time (lease expiry, decay). Policy: strict FIFO per limit — a
+waiter is never overtaken by a later request on any of its limits, so large requests are never starved by small ones.
+"""
+
+import json
+import time
+import uuid
+from typing import NamedTuple
+
+from .. import activity
+from ..database import db, defer, execute
+from . import notify
+from .admission import blocked, needs_lease
+from .leases import grant, new_lease
+from .outcomes import AcquireRequest, Grant, MinimalLimit
+from .rows import after_grant, lock_limits, marks
+
+GRACE_SECONDS = 5.0  # a detached waiter keeps its place this long for its re-issued request
+
+
+MAX_CANDIDATES = 256
+
+
+def queued_ahead(limit_ids, now, before_seq=None):
+    """True when an attached, ungranted waiter queues on any of these limits (before seq, if given)."""
+    if not limit_ids:
+        return False
+    query = (
+        "SELECT 1 FROM waiter_limit wl JOIN waiter w ON w.id = wl.waiter_id "
+        f"WHERE wl.limit_id IN ({marks(limit_ids)}) AND w.granted_at IS NULL AND w.attached = ? AND w.expires > ?"
+    )
+    params = [*limit_ids, True, now]
+    if before_seq is not None:
+        query += " AND wl.seq < ?"
+        params.append(before_seq)
+    return execute(query + " LIMIT 1", params).fetchone() is not None
+
+
+def owner(waker=None):
+    """The wake-up address stored with a request parked here: its own, else this process's."""
+    return (waker.address if waker is not None else None) or notify.notifier().address
+
+
+def enqueue(rows, request, now, waiter_id=None, owner=None):
+    """Queue a request (the waiter row keeps it whole); a client may choose its ticket (a UUID), so it can withdraw
+    before it hears back."""
+    dialect = db.obj.dialect
+    waiter_id = waiter_id or str(uuid.uuid4())
+    # PostgreSQL: the sequence value is taken by the INSERT itself (one round trip, not two).
+    expr = dialect.next_token_expr("waiter_seq")
+    seq = None if expr else execute(dialect.next_token_sql("waiter_seq")).fetchone()[0]
+    insert = (
+        "INSERT INTO waiter (id, seq, names, slots, mode, lease_seconds, anonymous, holder, owner, attached, expires,"
+        f" created, actor) VALUES (?, {expr or '?'}, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    )
+    values = (
+        waiter_id,
+        *(() if expr else (seq,)),
+        json.dumps(sorted(set(request.names))),
+        request.slots,
+        request.mode,
+        request.lease_seconds,
+        request.anonymous,
+        json.dumps(request.holder) if request.holder else None,
+        owner or notify.notifier().address,
+        True,
+        now + request.wait_seconds + GRACE_SECONDS,
+        now,
+        request.actor,
+    )
+    if expr:
+        seq = execute(insert + " RETURNING seq", values).fetchone()[0]
+    else:
+        defer(insert, values)
+    for row in rows:
+        if row.active:
+            defer("INSERT INTO waiter_limit (waiter_id, limit_id, seq) VALUES (?, ?, ?)", (waiter_id, row.id, seq))
+    return waiter_id
+
+
+# What a ticket already has, in one statement: a live lease granted under it (directly or handed over), and its
+# waiter row (queued, granted, withdrawn) with the live expiry of that row's lease.
+TICKET = (
+    "SELECT l.id, l.token, l.expires, w.names, w.slots, w.granted_at, w.lease_id, w.token, wl.expires, w.expires "
+    "FROM (SELECT CAST(? AS VARCHAR(36)) AS t) q LEFT JOIN lease l ON l.ticket = q.t AND l.expires > ? "
+    "LEFT JOIN waiter w ON w.id = q.t LEFT JOIN lease wl ON wl.id = w.lease_id"
+)
+
+
+GRANT_RECORD_SECONDS = 60.0  # a grant without a lease (a rate limit) is found by its retry this long
+
+
+def reattach(ticket, limits, deadline, now, owner=None, park=True):
+    """A request carrying a ticket: the Grant it already has (a live lease, or a lease-less grant), 'waiting' (its
+    place kept and attached again), 'kept' (queued, but this request may not park), 'withdrawn', or None (a new
+    ticket; a lapsed one; one whose grant's lease has ended: it asks anew). `limits` as the request sees them."""
+    row = execute(TICKET, (ticket, now)).fetchone()
+    if row[0] is not None:
+        return Grant(limits=limits, lease_id=row[0], token=row[1], expires=row[2])
+    names, slots, granted_at, lease_id, token, _, expires = row[3:]
+    if names is None:
+        return None  # the common case: a first request
+    if granted_at is not None:
+        if lease_id is None:
+            return Grant(limits=limits, token=token)
+        # Its grant was committed but never heard (the server died before answering, or the connection broke),
+        # and the lease has since expired, or was revoked or reset: its slots may belong to others now. Handing
+        # it back would admit the client over the limit; the ticket queues anew instead, like a new request.
+        forget(ticket)
+        return None
+    if slots == 0:
+        return "withdrawn"
+    if expires > now:
+        if not park:
+            return "kept"
+        attached = execute(
+            "UPDATE waiter SET attached = ?, owner = ?, expires = ? WHERE id = ? AND granted_at IS NULL",
+            (True, owner or notify.notifier().address, deadline + GRACE_SECONDS, ticket),
+        ).rowcount
+        # PostgreSQL: a hand-off on another node may have granted it since the read: read it again.
+        return "waiting" if attached else reattach(ticket, limits, deadline, now, owner, park)
+    # Lapsed (its request and grace are over) and not swept yet: its place is lost, the ticket queues anew.
+    forget(ticket, now)
+    return None
+
+
+def record_grant(ticket, names, slots, mode, now):
+    """A lease-less grant made at once under a ticket, kept so that its retried request finds it."""
+    defer(
+        "INSERT INTO waiter (id, seq, names, slots, mode, owner, attached, expires, created, granted_at) "
+        "VALUES (?, 0, ?, ?, ?, '', ?, ?, ?, ?)",
+        (ticket, json.dumps(sorted(set(names))), slots, mode, False, now + GRANT_RECORD_SECONDS, now, now),
+    )
+
+
+# A deleted waiter_limit row: the waiter, its limit and the limit's name (for the activity record).
+QUEUED = "waiter_id, limit_id, (SELECT name FROM concurrency_limit c WHERE c.id = waiter_limit.limit_id) AS name"
+
+
+def forget(ticket, now=None):
+    """Delete a waiter; one still queued (not granted) gave up waiting: a timeout on each limit it queued on."""
+    for _, limit_id, name in execute(f"DELETE FROM waiter_limit WHERE waiter_id = ? RETURNING {QUEUED}", (ticket,)):
+        activity.record("timeout", limit_id, name, at=now)
+    execute("DELETE FROM waiter WHERE id = ?", (ticket,))
+
+
+def sweep_waiters(now, batch):
+    """Delete lapsed waiters (their request and grace are over) and granted ones whose request has read the grant."""
+    stale = [
+        r[0]
+        for r in execute(
+            "SELECT id FROM waiter WHERE expires <= ? OR (granted_at IS NOT NULL AND granted_at <= ?) LIMIT ?",
+            (now, now - 60, batch),
+        ).fetchall()
+    ]
+    if stale:
+        gave_up = execute(
+            f"DELETE FROM waiter_limit WHERE waiter_id IN ({marks(stale)}) RETURNING {QUEUED}", stale
+        ).fetchall()
+        for _, limit_id, name in sorted(gave_up):  # a granted waiter left its queues at the grant
+            activity.record("timeout", limit_id, name, at=now)
+        execute(f"DELETE FROM waiter WHERE id IN ({marks(stale)})", stale)
+
+
+class Candidate(NamedTuple):
+    id: str
+    seq: int
+    request: AcquireRequest  # as it was queued
+    owner: str
+    created: float
+    limits: set  # the ids of the limits it queues on
+
+
+def _candidates(limit_ids, now):
+    """Attached, ungranted waiters queued on any of these limits, oldest first, each with all of its limits."""
+    pairs = execute(
+        "SELECT w.id, w.seq, w.names, w.slots, w.lease_seconds, w.anonymous, w.holder, w.owner, w.actor, w.created, "
+        "all_wl.limit_id "
+        "FROM waiter w JOIN waiter_limit all_wl ON all_wl.waiter_id = w.id WHERE w.id IN "
+        f"(SELECT waiter_id FROM waiter_limit WHERE limit_id IN ({marks(limit_ids)})) "
+        "AND w.granted_at IS NULL AND w.attached = ? AND w.expires > ? ORDER BY w.seq LIMIT ?",
+        (*limit_ids, True, now, MAX_CANDIDATES),
+    ).fetchall()
+    found = {}
+    for waiter_id, seq, names, slots, lease_seconds, anonymous, holder, owner, actor, created, limit_id in pairs:
+        if waiter_id not in found:
+            holder = json.loads(holder) if holder else None
+            request = AcquireRequest(json.loads(names), slots, "", lease_seconds, holder, bool(anonymous), actor=actor)
+            found[waiter_id] = Candidate(waiter_id, seq, request, owner, created, set())
+        found[waiter_id].limits.add(limit_id)
+    return list(found.values())
+
+
+def hand_off(limit_ids, now, freed_at=None):
+    """Grant waiters queued on these limits, oldest first, while their slots fit. Call inside a transaction.
+
+    freed_at: when the request that freed the slots reached the server (None: they freed by time, or unknown)."""
+    limit_ids = list(limit_ids)
+    candidates = _candidates(limit_ids, now) if limit_ids else []
+    if not candidates:
+        return
+    turn = _Turn(set(limit_ids), now, freed_at)
+    for candidate in candidates:
+        turn.consider(candidate)
+        if turn.considered <= turn.stuck:
+            break
+    if turn.targets:
+        notify.on_commit(turn.targets, turn.granted)
+
+
+class _Turn:
+    """One hand-off: who is stuck behind whom, who gets slots, whom to wake."""
+
+    def __init__(self, considered, now, freed_at):
+        self.considered, self.now, self.freed_at = considered, now, freed_at
+        self.stuck, self.targets, self.granted = set(), {}, {}
+        self.known = {}  # name -> its row as this transaction left it (locked by it), None for a name with no limit
+
+    def wake(self, candidate):
+        self.targets.setdefault(candidate.owner, []).append(candidate.id)
+
+    def consider(self, candidate):
+        mine, now = candidate.limits, self.now
+        if mine & self.stuck:
+            return
+        outside = mine - self.considered
+        if outside and queued_ahead(sorted(outside), now, before_seq=candidate.seq):
+            self.stuck |= mine
+            return
+        rows = self._rows(candidate.request.names, mine)
+        if db.obj.dialect.lock_rows and {r.id for r in rows} < mine:
+            # PostgreSQL: another transaction holds one of its rows. Waiting for it here, out of id order,
+            # could deadlock; the waiter is woken instead and takes its turn in its own transaction.
+            self.stuck |= mine
+            self.wake(candidate)
+        elif blocked(rows, candidate.request.slots, now):
+            self.stuck |= mine
+            if self.granted and any(r.rate > 0 for r in rows):
+                # A new head of a decaying limit: wake it to re-time itself against the pool it now faces.
+                # (Behind a plain limit only a release or an expiry it already timed can free slots.)
+                self.wake(candidate)
+        else:
+            self._grant(candidate, rows)
+
+    def _rows(self, wanted, mine):
+        known = self.known
+        if all(name in known for name in wanted):
+            return sorted((known[name] for name in wanted if known[name] is not None), key=lambda r: r.id)
+        rows = lock_limits(wanted, self.now, skip_locked=True)
+        if not db.obj.dialect.lock_rows or {r.id for r in rows} >= mine:  # all locked: safe to reuse
+            known.update(dict.fromkeys(wanted))
+            known.update((r.name, r) for r in rows)
+        return rows
+
+    def _grant(self, candidate, rows):
+        request, now = candidate.request, self.now
+        # Claim the waiter first: under READ COMMITTED another node's hand-off may have granted it already.
+        lease = _claim_for(candidate.id, rows, now, request.lease_seconds, request.anonymous)
+        if lease is None:
+            return
+        # Out of the queue at once: the queue scans stay as short as the queue (the row keeps the grant).
+        defer("DELETE FROM waiter_limit WHERE waiter_id = ?", (candidate.id,))
+        queued = (now - candidate.created, None if self.freed_at is None else max(now - self.freed_at, 0.0))
+        grant(rows, request, now, lease, queued, ticket=candidate.id)
+        self.known.update((r.name, r) for r in after_grant(rows, request.slots, now))
+        self.wake(candidate)
+        expires = now + request.lease_seconds if lease[0] else None
+        self.granted[candidate.id] = (lease[0], lease[1], expires, self.freed_at)
+
+
+def _claim_for(waiter_id, rows, now, lease_seconds, anonymous):
+    """Mark the waiter granted (with its new lease, if it holds one): (lease id, token), or None if already granted."""
+    expr = db.obj.dialect.next_token_expr()
+    if expr is None or not needs_lease(rows, lease_seconds, anonymous):
+        lease = new_lease(rows, now, lease_seconds, anonymous)
+        claimed = execute(
+            "UPDATE waiter SET granted_at = ?, lease_id = ?, token = ?, lease_expires = ? "
+            "WHERE id = ? AND granted_at IS NULL",
+            (now, lease[0], lease[1], now + lease_seconds if lease[0] else None, waiter_id),
+        ).rowcount
+        return lease if claimed else None
+    # PostgreSQL: the fencing token is drawn by the claim itself (one round trip, not two).
+    lease_id = str(uuid.uuid4())
+    row = execute(
+        f"UPDATE waiter SET granted_at = ?, lease_id = ?, token = {expr}, lease_expires = ? "
+        "WHERE id = ? AND granted_at IS NULL RETURNING token",
+        (now, lease_id, now + lease_seconds, waiter_id),
+    ).fetchone()
+    return None if row is None else (lease_id, row[0])
+
+
+def waiter_row(waiter_id):
+    """(names, slots, granted_at, lease id, token, lease expiry): the expiry is the lease's own (None once the
+    lease is gone: expired and swept, revoked, reset), so a grant is never read back without its lease."""
+    return execute(
+        "SELECT w.names, w.slots, w.granted_at, w.lease_id, w.token, l.expires FROM waiter w "
+        "LEFT JOIN lease l ON l.id = w.lease_id WHERE w.id = ?",
+        (waiter_id,),
+    ).fetchone()
+
+
+def lease_lost(row, now):
+    """A granted waiter row whose lease is no longer live (expired, revoked or reset before its client heard)."""
+    return row[3] is not None and (row[5] is None or row[5] <= now)
+
+
+def grant_of(row, limits=None):
+    """The grant recorded in a waiter row; `limits` as the request saw them, else read again."""
+    if limits is None:
+        names = json.loads(row[0])
+        cursor = execute(
+            f'SELECT id, name, "limit" FROM concurrency_limit WHERE name IN ({marks(names)}) ORDER BY name', names
+        )
+        limits = [MinimalLimit(*r) for r in cursor.fetchall()]
+    return Grant(limits=limits, lease_id=row[3], token=row[4], expires=row[5])
+
+
+def queue_of(limit_id):
+    """Waiters queued on a limit, first in line first (tickets are not shown: they carry a place)."""
+    rows = execute(
+        "SELECT w.seq, w.slots, w.names, w.holder, w.attached, w.created FROM waiter_limit wl "
+        "JOIN waiter w ON w.id = wl.waiter_id WHERE wl.limit_id = ? AND w.granted_at IS NULL AND w.expires > ? "
+        "ORDER BY w.seq",
+        (limit_id, time.time()),
+    ).fetchall()
+    return [
+        {
+            "position": i + 1,
+            "slots": r[1],
+            "names": json.loads(r[2]),
+            "holder": json.loads(r[3]) if r[3] else None,
+            "attached": bool(r[4]),
+            "waiting_since": r[5],
+        }
+        for i, r in enumerate(rows)
+    ]

@@ -1,0 +1,42 @@
+"""The serving layer's side effects, which create_app leaves out: the migration and the SQLite writer (in the
+gunicorn master, before it forks), and each worker's runner and sweeper thread (after it loaded the app)."""
+
+import logging
+import os
+
+from . import tx
+from .database import migrate_url, sqlite_path
+from .services.sweeper import Sweeper
+from .settings import load
+from .sqlite import writer
+
+log = logging.getLogger(__name__)
+
+CHECKPOINTER_ENV = "GCL_SQLITE_CHECKPOINTER"  # tells the workers' settings that the writer copies the WAL back
+
+
+def prepare(settings=None):
+    """Before serving (gunicorn's master, once): migrate; with SQLite, start the writer. Returns the writer or None."""
+    settings = settings or load()
+    url = settings["DATABASE_URL"]
+    migrate_url(url)
+    if not (sqlite_path(url) and settings["SQLITE_WRITER"]):
+        return None
+    proc = writer.start()
+    if proc is not None:
+        os.environ[CHECKPOINTER_ENV] = "1"  # the workers fork after this: their commits need not checkpoint
+    return proc
+
+
+def start_worker(app, writer_path=None):
+    """In a worker that loaded the app: send contended transactions to the writer; start the sweeper."""
+    if writer_path:
+        tx.use_runner(writer.Client(writer_path))
+    config = app.config
+    if config["SWEEPER"]:
+        sweeper = Sweeper(
+            config["SWEEP_INTERVAL_SECONDS"],
+            config["ACTIVITY_KEEP_PER_LIMIT"],
+            config["ACTIVITY_MAX_AGE_DAYS"] * 86400,
+        )
+        app.extensions["gcl_sweeper"] = sweeper.start()
