@@ -78,6 +78,10 @@ def test_delete(prefect):
     assert f"Deleted global concurrency limit with name {name!r}." in prefect.cli("gcl", "delete", name)
     assert f"Global concurrency limit {name!r} not found." in prefect.cli("gcl", "delete", name, expect=1)
     assert f"Global concurrency limit {name!r} not found." in prefect.cli("gcl", "inspect", name, expect=1)
-    assert "No global concurrency limits found." in prefect.cli("global-concurrency-limit", "ls") or name not in (
-        prefect.cli("gcl", "ls")
-    )
+    assert name not in [item["name"] for item in json.loads(prefect.cli("gcl", "ls", "-o", "json"))]
+
+
+def test_ls_on_an_empty_server(prefect, server_factory):
+    prefect.env["PREFECT_API_URL"] = server_factory(workers=1).url
+    assert "No global concurrency limits found." in prefect.cli("global-concurrency-limit", "ls")
+    assert json.loads(prefect.cli("gcl", "ls", "-o", "json")) == []
