@@ -6,7 +6,7 @@ from simple_websocket import Server
 
 from ... import auth
 from ...auth import Blueprint
-from ...errors import ErrorSchema, Invalid, Unavailable
+from ...errors import ErrorSchema, GCLError, Invalid, Unavailable
 from . import stream
 from .schemas import CsrfTokenQuerySchema
 
@@ -36,10 +36,14 @@ class CsrfToken(MethodView):
         raise Invalid("CSRF protection is disabled.")
 
 
-@blp.route("/events/in", websocket=True)  # werkzeug answers any other request to it 400
+# Two rules, one view: werkzeug matches an upgrade request only to a WebSocket rule, and any other request only to a
+# plain one; so every request reaches the view, after its declared scope was checked, and a plain one is told why.
+@blp.route("/events/in", websocket=True)
+@blp.route("/events/in")
 class EventsIn(MethodView):
     @blp.requires("acquire")
     @blp.response(101, description="WebSocket (subprotocol `prefect`): keeps Prefect's concurrency-limit events")
+    @blp.alt_response(400, schema=ErrorSchema, description="Not a WebSocket upgrade request")
     @blp.alt_response(
         503,
         schema=ErrorSchema,
@@ -48,6 +52,8 @@ class EventsIn(MethodView):
     )
     def get(self):
         """Prefect's events socket: slot acquired/released events go to the limits' activity history"""
+        if request.environ.get("HTTP_UPGRADE", "").lower() != "websocket":
+            raise UpgradeRequired("This is a WebSocket endpoint (Prefect's events socket): send an upgrade request.")
         if not stream.admit(current_app.config["THREADS"]):
             raise Unavailable("Too many event sockets are open on this server; try again.", retry_after=5)
         try:
@@ -59,6 +65,10 @@ class EventsIn(MethodView):
         finally:
             stream.leave()
         return _Detached(ws.mode)
+
+
+class UpgradeRequired(GCLError):
+    status = 400
 
 
 class _Detached(Response):
