@@ -21,6 +21,7 @@ import heapq
 import json
 import os
 import resource
+import select
 import selectors
 import socket
 import struct
@@ -41,6 +42,7 @@ BUFFERED_BYTES = 256 * 1024  # a request up to this size is read whole before a 
 RECV_BYTES = 64 * 1024
 REFUSED_LINGER_SECONDS = 1.0  # a refused connection stays open this long for its 503 to be read
 MAX_REFUSED = 256  # refused connections lingering at once (beyond: closed at once)
+NEXT_GRACE_SECONDS = 0.02  # a kept-alive connection's thread waits this long for the rest of a request
 PARKED = "parked"  # _handle_next's answer for a kept-alive connection whose next request is not whole yet
 
 
@@ -278,13 +280,19 @@ class GuardedWorker(KeepAliveThreadWorker):
     # -- kept-alive connections served by their own thread (worker.py) -------------------------------------------
 
     def _handle_next(self, conn):
-        """worker.py serves the next request on a kept-alive connection from its thread: only a whole one."""
+        """worker.py serves the next request on a kept-alive connection from its thread: only a whole one. Clients
+        often send a head and its body in two writes, so the thread waits a moment (NEXT_GRACE_SECONDS) for the
+        rest; a request still incomplete then goes back to the poller."""
         if not self._guard:
             return super()._handle_next(conn)
         unreader = conn.parser.unreader
         data = unreader.buf.getvalue()
-        state = ready(data)
-        if not state:
+        unreader.buf.seek(0)
+        unreader.buf.truncate()
+        arrival = Arrival()
+        state = arrival.feed(data)
+        deadline = None
+        while not state:
             try:
                 chunk = conn.sock.recv(RECV_BYTES, socket.MSG_DONTWAIT)  # worker.py saw it readable, or read ahead
             except BlockingIOError:
@@ -293,20 +301,32 @@ class GuardedWorker(KeepAliveThreadWorker):
                 return False
             if chunk == b"":
                 return False  # the client closed the connection
-            data += chunk or b""
-            unreader.buf.seek(0)
-            unreader.buf.truncate()
-            unreader.unread(data)
-            state = ready(data)
-            if not state:
+            if chunk:
+                data += chunk
+                state = arrival.feed(chunk)
+                continue
+            now = time.monotonic()
+            deadline = deadline or now + NEXT_GRACE_SECONDS
+            if now >= deadline or not _readable(conn.sock, deadline - now):
                 # Not True: the thread stops lingering, and gthread's finish_request passes the connection (with its
                 # bytes in the unreader) to enqueue_req, which reads the rest on the poller.
+                unreader.unread(data)
                 return PARKED
+        unreader.unread(data)
         if state is BAD:
             with contextlib.suppress(OSError):
                 conn.sock.sendall(MALFORMED)
             return False
         return super()._handle_next(conn)
+
+
+def _readable(sock, timeout):
+    poller = select.poll()  # not select.select: this worker's descriptors may pass 1023
+    try:
+        poller.register(sock, select.POLLIN)
+        return bool(poller.poll(max(0.0, timeout) * 1000))
+    except (OSError, ValueError):
+        return False
 
 
 def _json_error_pages():
