@@ -350,7 +350,14 @@ class Phase:
                 slow.append(float(m.group(3)))
         kinds, in_tx, commits, implicit = {}, {}, 0, 0
         tx_ms, hold_ms, tx_round_trips = [], [], []
-        for m in sent:  # a statement sent outside BEGIN ... COMMIT is a transaction (and a commit) of its own
+        events = (STATEMENT.match(line) or ACQUIRED.match(line) for line in lines)
+        events = [m for m in events if m and m.group(2) == self.dbname]
+        for m in events:  # a statement sent outside BEGIN ... COMMIT is a transaction (and a commit) of its own
+            if m.re is ACQUIRED:  # a lock this backend waited for is granted now: the row is held from here
+                tx = in_tx.get(m.group(1))
+                if tx is not None and tx["locked"] is not None:
+                    tx["locked"] = _log_time(m.string)
+                continue
             text = m.group(3)
             word = text.split(None, 1)[0].upper() if text.strip() else "?"
             kinds[word] = kinds.get(word, 0) + 1
