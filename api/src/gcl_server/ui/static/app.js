@@ -4,6 +4,7 @@
 (() => {
   const KEY = "gcl.apiKey";
   const REFRESH_MS = 1000;
+  const BUSY_FACTOR = 20; // wait at least 20x as long as the last answer took: a slow answer means a busy server
   const PAGE_SIZE = 50;
   const LIMITS = "/api/v2/concurrency_limits";
   const state = {
@@ -166,6 +167,7 @@
   // ---------- Refresh loop: one request at a time, about every second, paused in hidden tabs ----------
   function startRefresh(fn) {
     const generation = ++state.generation;
+    let interval = REFRESH_MS;
     const loop = async () => {
       if (generation !== state.generation) return;
       if (document.hidden) {
@@ -173,15 +175,17 @@
         return;
       }
       try {
+        const started = performance.now();
         await fn();
-        markFresh(true);
+        interval = Math.max(REFRESH_MS, Math.min(10000, BUSY_FACTOR * (performance.now() - started)));
+        markFresh(true, null, interval);
       } catch (error) {
         if (generation !== state.generation) return;
         if (error.status === 401) return;
         markFresh(false, error);
         if (error.status === 404 && fn.stopOn404) return;
       }
-      if (generation === state.generation) state.timer = setTimeout(loop, REFRESH_MS);
+      if (generation === state.generation) state.timer = setTimeout(loop, interval);
     };
     loop();
   }
@@ -196,13 +200,13 @@
       resume();
     }
   });
-  function markFresh(ok, error) {
+  function markFresh(ok, error, interval) {
     const line = document.getElementById("status-line");
     if (!line) return;
     line.classList.toggle("stale", !ok);
     if (ok) {
-      state.lastOk = Date.now();
-      setText(line, "Live · refreshed every second");
+      const every = interval <= REFRESH_MS * 1.5 ? "every second" : `every ${decFmt.format(Math.round(interval / 100) / 10)} s (the server is busy)`;
+      setText(line, `Live · refreshed ${every}`);
     } else {
       setText(line, `Not refreshed: ${error.message}. Retrying…`);
     }
