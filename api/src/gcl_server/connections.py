@@ -12,7 +12,9 @@ RLIMIT_NOFILE allows); beyond that it answers 503 with Retry-After and closes. R
 to read (a large or 100-continue body) read it with the same per-read bound (SO_RCVTIMEO), so no read can hold a
 thread for longer.
 
-TLS and HTTP/2 prior-knowledge listeners keep gthread's own path (the handshake needs a blocking thread).
+TLS and HTTP/2 prior-knowledge listeners keep gthread's own path (the handshake needs a blocking thread), with the
+connection cap only (beyond it the connection is closed): terminate TLS in front of GCL where slow clients are a
+concern.
 """
 
 import contextlib
@@ -165,8 +167,6 @@ class GuardedWorker(KeepAliveThreadWorker):
     # -- accepting --------------------------------------------------------------------------------------------
 
     def accept(self, listener):
-        if not self._guard:
-            return super().accept(listener)
         try:
             sock, client = listener.accept()
         except OSError as error:
@@ -177,7 +177,10 @@ class GuardedWorker(KeepAliveThreadWorker):
                 raise
             return None
         if self.nr_conns >= self.max_connections:
-            self._refuse(sock)
+            if self._guard:
+                self._refuse(sock)
+            else:
+                sock.close()  # TLS: a plain-text 503 would be garbage to the client
             return None
         self.nr_conns += 1
         self.enqueue_req(TConn(self.cfg, sock, client, listener.getsockname()))
