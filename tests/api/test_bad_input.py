@@ -44,7 +44,7 @@ CASES = [
     ("active-string", "post", "/", {"name": "n", "limit": 1, "active": "yes"}, 422),
     ("active-int", "post", "/", {"name": "n", "limit": 1, "active": 1}, 422),
     ("unknown-field", "post", "/", {"name": "n", "limit": 1, "color": "red"}, 422),
-    ("runtime-field-on-create", "post", "/", {"name": "n", "limit": 1, "active_slots": 3}, 422),
+    ("runtime-field-on-create", "post", "/", {"name": "n", "limit": 1, "active_slots": -1}, 422),  # 3: accepted
     ("body-list", "post", "/", [{"name": "n", "limit": 1}], 422),
     ("body-string", "post", "/", "hello", 422),
     ("malformed-json", "post", "/", "RAW:{not json", 400),
