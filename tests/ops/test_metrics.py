@@ -1,7 +1,10 @@
 """/metrics under load from a real server (2 gunicorn workers): every count matches what the clients did."""
 
 import json
+import os
 import re
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -150,3 +153,16 @@ def test_dashboard_queries_only_metrics_the_server_exposes(client):
     documented = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     for name in exposed:  # every metric is in the README's table
         assert name in documented, name
+
+
+def test_metrics_directories_of_killed_masters_are_removed(tmp_path):
+    from gcl_server.telemetry import multiproc
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    orphan = tmp_path / f"{multiproc.PREFIX}{gone.stdout.strip()}-abc"  # its master is dead
+    mine = tmp_path / f"{multiproc.PREFIX}{os.getpid()}-def"  # a running master's
+    other = tmp_path / "gcl-metrics-notapid"
+    for path in (orphan, mine, other):
+        path.mkdir()
+    multiproc.remove_orphans(tmp_path)
+    assert not orphan.exists() and mine.exists() and other.exists()
