@@ -163,7 +163,7 @@ def _postgres_cluster():
 def migrated_app(config):
     """create_app on a migrated database (create_app has no side effects: the serving layer migrates)."""
     from gcl_server import create_app
-    from gcl_server.database import migrate_url
+    from gcl_server.migrations import migrate_url
 
     migrate_url(config["DATABASE_URL"])
     return create_app(config)

@@ -115,6 +115,10 @@ def test_a_peewee_query_sees_the_writes_deferred_before_it(tx, probe):
 
 def test_the_migrated_schema_is_the_models_declaration(app):
     """Every table is declared once, as a peewee model: the migrations build exactly those tables and columns."""
+    assert_schema_is_declared(app)
+
+
+def assert_schema_is_declared(app):
     from gcl_server import models
     from gcl_server.database import db
 

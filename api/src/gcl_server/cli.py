@@ -17,7 +17,7 @@ def _openapi_text():
 
 
 def cmd_migrate(args):
-    from .database import migrate_url
+    from .migrations import migrate_url
     from .settings import load
 
     url = load()["DATABASE_URL"]

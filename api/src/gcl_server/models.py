@@ -1,8 +1,13 @@
-"""Every table of the server, declared once (tests/api/test_database.py holds the migrated schema to it)."""
+"""Every table of the server, declared once: migrations.py builds the schema from here."""
 
 import peewee
 
 from .database import db
+
+# Database-side defaults too: the engine's own INSERTs leave these columns out.
+DEFAULT_TRUE = peewee.SQL("DEFAULT TRUE")
+DEFAULT_FALSE = peewee.SQL("DEFAULT FALSE")
+DEFAULT_0 = peewee.SQL("DEFAULT 0")
 
 
 class BaseModel(peewee.Model):
@@ -14,14 +19,14 @@ class ConcurrencyLimit(BaseModel):
     id = peewee.CharField(max_length=36, primary_key=True)
     name = peewee.CharField(max_length=255, unique=True)
     limit = peewee.IntegerField()
-    active = peewee.BooleanField(default=True)
-    slot_decay_per_second = peewee.DoubleField(default=0.0)
+    active = peewee.BooleanField(default=True, constraints=[DEFAULT_TRUE])
+    slot_decay_per_second = peewee.DoubleField(default=0.0, constraints=[DEFAULT_0])
     # Rate-limit occupancy at decay_updated; the value now is max(0, occ - rate * elapsed).
-    decay_occupancy = peewee.DoubleField(default=0.0)
+    decay_occupancy = peewee.DoubleField(default=0.0, constraints=[DEFAULT_0])
     decay_updated = peewee.DoubleField()
-    denied = peewee.DoubleField(default=0.0)
+    denied = peewee.DoubleField(default=0.0, constraints=[DEFAULT_0])
     denied_updated = peewee.DoubleField()
-    avg_slot_occupancy_seconds = peewee.DoubleField(default=2.0)
+    avg_slot_occupancy_seconds = peewee.DoubleField(default=2.0, constraints=[peewee.SQL("DEFAULT 2")])
     created = peewee.DoubleField()
     updated = peewee.DoubleField()
 
@@ -37,7 +42,7 @@ class Lease(BaseModel):
     duration = peewee.DoubleField()
     token = peewee.BigIntegerField()
     holder = peewee.TextField(null=True)
-    anonymous = peewee.BooleanField(default=False)
+    anonymous = peewee.BooleanField(default=False, constraints=[DEFAULT_FALSE])
     ticket = peewee.CharField(max_length=36, null=True)  # the client's queue_ticket: a retried acquire finds it
 
     class Meta:
@@ -45,8 +50,9 @@ class Lease(BaseModel):
 
 
 class LeaseLimit(BaseModel):
-    lease = peewee.ForeignKeyField(Lease, column_name="lease_id", on_delete="CASCADE")
-    limit = peewee.ForeignKeyField(ConcurrencyLimit, column_name="limit_id", on_delete="CASCADE")
+    # No index of their own: the primary key serves lease_id, and the migration makes lease_limit_limit.
+    lease = peewee.ForeignKeyField(Lease, column_name="lease_id", on_delete="CASCADE", index=False)
+    limit = peewee.ForeignKeyField(ConcurrencyLimit, column_name="limit_id", on_delete="CASCADE", index=False)
     slots = peewee.IntegerField()
 
     class Meta:
@@ -78,7 +84,7 @@ class Waiter(BaseModel):
     slots = peewee.IntegerField()
     mode = peewee.CharField(max_length=16)
     lease_seconds = peewee.DoubleField(null=True)
-    anonymous = peewee.BooleanField(default=False)
+    anonymous = peewee.BooleanField(default=False, constraints=[DEFAULT_FALSE])
     holder = peewee.TextField(null=True)
     owner = peewee.CharField(max_length=255)  # the wake-up address of the process where it parks
     attached = peewee.BooleanField()
@@ -95,7 +101,7 @@ class Waiter(BaseModel):
 
 
 class WaiterLimit(BaseModel):
-    waiter = peewee.ForeignKeyField(Waiter, column_name="waiter_id", on_delete="CASCADE")
+    waiter = peewee.ForeignKeyField(Waiter, column_name="waiter_id", on_delete="CASCADE", index=False)
     limit_id = peewee.CharField(max_length=36)
     seq = peewee.BigIntegerField()
 

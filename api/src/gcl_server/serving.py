@@ -5,7 +5,8 @@ import logging
 import os
 
 from . import tx
-from .database import migrate_url, sqlite_path
+from .database import sqlite_path
+from .migrations import migrate_url
 from .services.sweeper import Sweeper
 from .settings import load
 from .sqlite import writer

@@ -11,6 +11,8 @@ import socket
 import threading
 import time
 
+import psycopg2
+
 from ..database import db, defer
 from ..fds import readable as readable_within
 from ..tx import after_commit
@@ -189,8 +191,6 @@ class PostgresNotifier:
         self._thread.start()
 
     def _listen(self):
-        import psycopg2
-
         backoff = 0.1
         while True:
             try:

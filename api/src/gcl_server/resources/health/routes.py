@@ -5,7 +5,8 @@ from flask.views import MethodView
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from ...auth import Blueprint
-from ...database import LATEST_VERSION, current_version, db
+from ...database import db
+from ...migrations import LATEST_VERSION, current_version
 from ...telemetry import metrics
 from ...version import VERSION
 
