@@ -94,7 +94,7 @@ class _Outage:
         self.failures += 1
         if self.failures == 1:
             self.since = now
-            logger.warning("Acquiring %s: %s; retrying with the same ticket", self.names, cause)
+            logger.warning("Acquiring %s: %s; retrying", self.names, cause)
         elif not self.told_unreachable and now - self.since >= UNREACHABLE_AFTER_SECONDS:
             self.told_unreachable = True
             logger.error(

@@ -191,6 +191,8 @@ class LeaseKeeper:
                 return
             if status == 204:
                 self.renewals += 1
+                if failures:
+                    logger.warning("Renewed lease %s after %d failed attempts", self.lease_id, failures)
                 failures = 0
                 self._expires_at = sent + self.lease_duration
                 next_at = sent + RENEW_FRACTION * self.lease_duration
@@ -201,7 +203,8 @@ class LeaseKeeper:
             if status == 410 or left <= 0:
                 self._lose(f"Lease {self.lease_id} lost ({why}); its slots are no longer reserved")
                 return
-            logger.warning("Renewing lease %s failed (%s); retrying for %.1f s", self.lease_id, why, left)
+            if failures == 1:  # once per outage, not per attempt
+                logger.warning("Renewing lease %s failed (%s); retrying for %.1f s", self.lease_id, why, left)
             next_at = self._clock() + min(backoff(failures, base=0.2), left / 2)
 
     def _lose(self, message: str) -> None:
