@@ -116,4 +116,4 @@ bench: $(STAMP) postgres
 	$(BIN)/python -m tests.bench $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .tools data
+	rm -rf $(VENV) $(PREFECT_VENV) .tools data
