@@ -15,8 +15,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from tests.bench import plot, report
-from tests.bench.fleet import SCENARIOS as FLEET_SCENARIOS
 from tests.bench.ablation import ablation
+from tests.bench.fleet import SCENARIOS as FLEET_SCENARIOS
 from tests.bench.harness import Backends, cpu_share, loadavg, machine
 from tests.bench.scenarios import SCENARIOS, Context
 

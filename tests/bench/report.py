@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from tests.bench import fleet
-
 from tests.bench.ablation import table as ablation_table
 
 
