@@ -4,6 +4,7 @@ import json
 import uuid
 
 import pytest
+import requests
 
 from tests.conftest import Server
 
@@ -127,3 +128,12 @@ done(third=third, ready=ready, after=after["replies"])
         server.stop()
     assert result["third"] == {"status": 503} and result["ready"] == 200
     assert result["after"] == [{"type": "auth_success"}]
+
+
+def test_a_broken_upgrade_is_a_400_with_a_message(gcl):
+    headers = {"Connection": "Upgrade", "Upgrade": "websocket"}  # no Sec-WebSocket-Key nor -Version
+    response = requests.get(f"{gcl.url}/events/in", headers=headers, timeout=10)
+    assert response.status_code == 400
+    assert response.json()["message"].startswith("Not a valid WebSocket upgrade request: ")
+    plain = requests.get(f"{gcl.url}/events/in", timeout=10)
+    assert plain.status_code == 400 and "WebSocket endpoint" in plain.json()["message"]

@@ -3,6 +3,7 @@
 from flask import Response, current_app, jsonify, request
 from flask.views import MethodView
 from simple_websocket import Server
+from wsproto.utilities import RemoteProtocolError  # simple-websocket's protocol engine
 
 from ... import auth
 from ...auth import Blueprint
@@ -57,7 +58,10 @@ class EventsIn(MethodView):
         if not stream.admit(current_app.config["THREADS"]):
             raise Unavailable("Too many event sockets are open on this server; try again.", retry_after=5)
         try:
-            ws = Server.accept(request.environ, subprotocols=["prefect"], max_message_size=stream.MAX_MESSAGE_BYTES)
+            try:
+                ws = Server.accept(request.environ, subprotocols=["prefect"], max_message_size=stream.MAX_MESSAGE_BYTES)
+            except (RemoteProtocolError, ConnectionError) as exc:  # refused before anything was sent back
+                raise UpgradeRequired(f"Not a valid WebSocket upgrade request: {exc}") from exc
             try:
                 stream.serve(ws, auth.actor())
             finally:

@@ -1,11 +1,13 @@
 """The events socket's protocol, as a Prefect server speaks it to Prefect's SDK, and what is kept of its events."""
 
 import json
+import logging
 import threading
 
 from marshmallow import ValidationError
 from simple_websocket import ConnectionClosed
 
+from ...errors import GCLError
 from ...services import external_events
 from .schemas import LIMIT_EVENTS, LIMIT_RESOURCE_PREFIX, EventSchema
 
@@ -17,7 +19,8 @@ IDLE_SECONDS = 10.0
 THREAD_SHARE = 8
 _open = None
 _open_lock = threading.Lock()
-POLICY_VIOLATION, INVALID_PAYLOAD = 1008, 1007
+POLICY_VIOLATION, INVALID_PAYLOAD, INTERNAL_ERROR, TRY_AGAIN_LATER = 1008, 1007, 1011, 1013
+log = logging.getLogger(__name__)
 _events = EventSchema()
 
 
@@ -53,6 +56,11 @@ def serve(ws, actor):
         ws.close(exc.code, exc.reason)
     except ConnectionClosed:
         pass
+    except GCLError as exc:  # the database busy or away (503): the client reconnects and re-sends
+        ws.close(TRY_AGAIN_LATER, exc.message[:120])
+    except Exception:  # never an HTTP error page on a WebSocket connection
+        log.exception("events socket failed")
+        ws.close(INTERNAL_ERROR, "Internal server error.")
 
 
 def _handshake(ws):
