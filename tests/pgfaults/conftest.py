@@ -19,10 +19,16 @@ def figures():
     return FIGURES
 
 
+# A crash loses nothing committed only when commits are durable: the crash test runs with PostgreSQL's defaults.
+DURABLE = {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on"}
+
+
 @pytest.fixture
-def own_cluster():
-    """A throwaway PostgreSQL of this test's own: restarting it disturbs no other test."""
-    cluster = pg.PostgresCluster().start()
+def own_cluster(request):
+    """A throwaway PostgreSQL of this test's own: restarting it disturbs no other test. Parametrize indirectly with
+    "durable" for one whose commits survive a crash (the suite's clusters trade that for speed)."""
+    settings = DURABLE if getattr(request, "param", None) == "durable" else None
+    cluster = pg.PostgresCluster(settings=settings).start()
     yield cluster
     cluster.stop()
 
