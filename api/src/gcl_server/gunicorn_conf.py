@@ -1,40 +1,39 @@
-"""Gunicorn settings for `make run`; every value can be overridden from the environment."""
+"""Gunicorn settings for `make run`; every value can be overridden from the environment (read by settings.py)."""
 
-import os
-
-from gcl_server import serving
+from gcl_server import serving, settings
 from gcl_server.telemetry import logs as _logs
 from gcl_server.telemetry import multiproc as _multiproc
 
-bind = f"{os.environ.get('GCL_HOST', '127.0.0.1')}:{os.environ.get('GCL_PORT', '4280')}"
-workers = int(os.environ.get("GCL_WORKERS", "2"))
+_settings = settings.load()
+bind = f"{_settings['HOST']}:{_settings['PORT']}"
+workers = _settings["WORKERS"]
 # gthread (server-side waiting parks a request on a thread, not a whole process), with kept-alive connections
 # served by the thread that answered them (gcl_server/worker.py).
 # gcl_server/connections.py wraps it: threads only see requests that arrived whole (GCL_HEAD_TIMEOUT_SECONDS).
 worker_class = "gcl_server.connections.GuardedWorker"
-threads = int(os.environ.get("GCL_THREADS", "256"))
-worker_connections = int(os.environ.get("GCL_MAX_CONNECTIONS", "4096"))  # per worker; beyond: 503 + Retry-After
+threads = _settings["THREADS"]
+worker_connections = _settings["MAX_CONNECTIONS"]  # per worker; beyond: 503 + Retry-After
 timeout = 60
 graceful_timeout = 10
-keepalive = int(os.environ.get("GCL_KEEPALIVE_SECONDS", "30"))  # an idle kept-alive connection closes after this
-accesslog = os.environ.get("GCL_ACCESS_LOG") or None
+keepalive = _settings["KEEPALIVE_SECONDS"]  # an idle kept-alive connection closes after this
+accesslog = _settings["ACCESS_LOG"] or None
 access_log_format = _logs.ACCESS_LOG_FORMAT  # without the Basic user name, which may be a key
-loglevel = os.environ.get("GCL_LOG_LEVEL", "info")
+loglevel = _settings["LOG_LEVEL"]
 # GCL_LOG_FORMAT=json: every line gunicorn writes is JSON too, from its first ("Starting gunicorn").
-if os.environ.get("GCL_LOG_FORMAT") == "json":
+if _settings["LOG_FORMAT"] == "json":
     logger_class = "gcl_server.telemetry.logs.JsonLogger"
 wsgi_app = "gcl_server.wsgi:app"
 # gunicorn's control socket lives at one shared path per user: several servers on one host would clobber it.
-control_socket_disable = os.environ.get("GCL_CONTROL_SOCKET", "") == ""
+control_socket_disable = not _settings["CONTROL_SOCKET"]
 if not control_socket_disable:
-    control_socket = os.environ["GCL_CONTROL_SOCKET"]
+    control_socket = _settings["CONTROL_SOCKET"]
 
 
 def on_starting(server):
     # Prometheus counts of all workers meet in one fresh directory (telemetry/metrics.py).
     server.gcl_metrics_dir = _multiproc.prepare()
     # Migrate once in the master so workers never race on a fresh database; SQLite: start the writer before forking.
-    server.gcl_writer = serving.prepare()
+    server.gcl_writer = serving.prepare(_settings)
 
 
 def post_fork(server, worker):

@@ -24,6 +24,14 @@ DEFAULTS = {
     "SQLITE_CHECKPOINTER": False,  # set by the serving layer for its workers: the writer copies the WAL back
     "NOTIFY_HOST": "127.0.0.1",  # where this process receives wake-ups for its parked requests (SQLite)
     "LOG_LEVEL": "info",
+    # Serving (gunicorn_conf.py):
+    "HOST": "127.0.0.1",
+    "PORT": 4280,
+    "WORKERS": 2,
+    "MAX_CONNECTIONS": 4096,  # per worker; beyond: 503 + Retry-After
+    "KEEPALIVE_SECONDS": 30,  # an idle kept-alive connection closes after this
+    "ACCESS_LOG": "",  # "-": requests to stdout
+    "CONTROL_SOCKET": "",  # gunicorn's control socket; none by default (one shared path per user)
     "LOG_FORMAT": "text",  # "json": one JSON object per log line, and a line per request (telemetry/logs.py)
 }
 
@@ -58,6 +66,13 @@ ENVIRONMENT = {
     "SQLITE_CHECKPOINTER": ("GCL_SQLITE_CHECKPOINTER", _flag),
     "NOTIFY_HOST": ("GCL_NOTIFY_HOST", str),
     "LOG_LEVEL": ("GCL_LOG_LEVEL", str),
+    "HOST": ("GCL_HOST", str),
+    "PORT": ("GCL_PORT", int),
+    "WORKERS": ("GCL_WORKERS", int),
+    "MAX_CONNECTIONS": ("GCL_MAX_CONNECTIONS", int),
+    "KEEPALIVE_SECONDS": ("GCL_KEEPALIVE_SECONDS", int),
+    "ACCESS_LOG": ("GCL_ACCESS_LOG", str),
+    "CONTROL_SOCKET": ("GCL_CONTROL_SOCKET", str),
     "LOG_FORMAT": ("GCL_LOG_FORMAT", _log_format),
 }
 
