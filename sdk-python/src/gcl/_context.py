@@ -1,5 +1,4 @@
-"""What the sync and asyncio context managers share: what they ask for, their default clients, and the senders
-that keep a grant from being lost when the caller is interrupted (worker threads in sync, shields in asyncio)."""
+"""What sync and asyncio ``concurrency()`` share: specs, default clients, senders that cannot lose a grant."""
 
 from __future__ import annotations
 
@@ -23,6 +22,8 @@ from gcl.client import AsyncClient, Client
 from gcl.errors import GCLError
 
 logger = logging.getLogger("gcl")
+
+# ---------------------------------------------------------------- reused threads that carry sync requests
 
 # A job runs on a worker thread and may return a "hand-back" that the worker calls once it is free for the next
 # job (waking the caller only then, so that a caller's next request finds this thread idle, not a new one).
