@@ -154,37 +154,41 @@ def lose_a_grant(server, admin, proxy, name, queued, acquire):
     assert admin.leases(name) == [] and admin.read(name).active_slots == 0  # and it was released
 
 
-CASES = [
-    pytest.param(True, "drop", id="queued-dropped"),
-    pytest.param(True, "503", id="queued-503"),
-    pytest.param(False, "drop", id="direct-dropped"),
-    pytest.param(False, "503", id="direct-503"),
+CASES = [  # (a grant handed over from the queue?, how its answer is lost, max_retries: polling without a queue)
+    pytest.param(True, "drop", None, id="queued-dropped"),
+    pytest.param(True, "503", None, id="queued-503"),
+    pytest.param(False, "drop", None, id="direct-dropped"),
+    pytest.param(False, "503", None, id="direct-503"),
+    pytest.param(False, "drop", 50, id="polling-dropped"),
 ]
 
 
-@pytest.mark.parametrize(("queued", "mode"), CASES)
+@pytest.mark.parametrize(("queued", "mode", "max_retries"), CASES)
 def test_a_grant_whose_answer_was_lost_is_found_again_not_taken_twice_sync(
-    live_server, admin, make_limit, proxy, queued, mode
+    live_server, admin, make_limit, proxy, queued, mode, max_retries
 ):
     name, proxy.mode = make_limit(limit=2), mode
 
     def acquire():
-        with gcl.Client(proxy.url()) as client, gsync.concurrency(name, timeout_seconds=20, client=client) as held:
+        with (
+            gcl.Client(proxy.url()) as client,
+            gsync.concurrency(name, timeout_seconds=20, max_retries=max_retries, client=client) as held,
+        ):
             return held.lease_id, [lease.lease_id for lease in admin.leases(name)]
 
     lose_a_grant(live_server, admin, proxy, name, queued, acquire)
 
 
-@pytest.mark.parametrize(("queued", "mode"), CASES)
+@pytest.mark.parametrize(("queued", "mode", "max_retries"), CASES)
 def test_a_grant_whose_answer_was_lost_is_found_again_not_taken_twice_async(
-    live_server, admin, make_limit, proxy, queued, mode
+    live_server, admin, make_limit, proxy, queued, mode, max_retries
 ):
     name, proxy.mode = make_limit(limit=2), mode
 
     async def main():
         async with (
             gcl.AsyncClient(proxy.url()) as client,
-            gasync.concurrency(name, timeout_seconds=20, client=client) as held,
+            gasync.concurrency(name, timeout_seconds=20, max_retries=max_retries, client=client) as held,
         ):
             return held.lease_id, [lease.lease_id for lease in await asyncio.to_thread(admin.leases, name)]
 
