@@ -179,3 +179,36 @@ def test_connections_beyond_the_cap_are_refused_clearly(server_factory, lean):
             break
         time.sleep(0.05)
     assert answer.status_code == 200
+
+
+@LEAN
+def test_a_client_that_never_reads_its_answers_is_cut_off(server_factory, lean):
+    """Pipelined requests whose large answers are never read fill the socket's buffers; the connection ends after
+    twice the head bound without progress (TCP_USER_TIMEOUT), instead of holding the thread that writes forever."""
+    server = server_factory(workers=1, env={"GCL_LEAN_HTTP": lean, "GCL_HEAD_TIMEOUT_SECONDS": "1"})
+    with requests.Session() as session:
+        for index in range(200):  # answers of ~100 KB each
+            body = {"name": f"{index:03d}-" + "n" * 200, "limit": 1}
+            session.post(f"{server.limits_url}/", json=body, timeout=10).raise_for_status()
+    request = (
+        b"POST /api/v2/concurrency_limits/filter HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 2\r\n\r\n{}"
+    )
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: a small window
+    sock.connect(("127.0.0.1", server.port))
+    sock.sendall(request * 200)  # ~20 MB of answers: far more than the socket buffers hold
+    time.sleep(6.0)  # long past the bound (2 s) once the buffers filled
+    sock.settimeout(5.0)
+    received, closed = 0, False
+    try:
+        while chunk := sock.recv(1 << 20):
+            received += len(chunk)
+        closed = True
+    except ConnectionResetError:
+        closed = True
+    except TimeoutError:
+        pass  # the server kept writing once we read: it had been waiting on us all along
+    sock.close()
+    assert closed and received < 100 * 100_000, f"closed={closed} after {received} bytes of answers"
+    assert requests.get(f"{server.url}/health", timeout=5).status_code == 200

@@ -10,7 +10,8 @@ closed, an empty one closed. Kept-alive connections idle at most GCL_KEEPALIVE_S
 A worker holds at most GCL_MAX_CONNECTIONS connections (gunicorn's worker_connections, lowered to what its raised
 RLIMIT_NOFILE allows); beyond that it answers 503 with Retry-After and closes. Requests whose rest a thread still has
 to read (a large or 100-continue body) read it with the same per-read bound (SO_RCVTIMEO), so no read can hold a
-thread for longer.
+thread for longer; answers that a client leaves unread for twice that long end the connection (TCP_USER_TIMEOUT), so
+no write can either.
 
 TLS and HTTP/2 prior-knowledge listeners keep gthread's own path (the handshake needs a blocking thread), with the
 connection cap only (beyond it the connection is closed): terminate TLS in front of GCL where slow clients are a
@@ -348,12 +349,18 @@ def _json_error_pages():
 
 
 def _set_read_timeout(sock, seconds):
-    """Bound every blocking read a thread makes on this socket (Python's own timeout would make it non-blocking)."""
+    """Bound every blocking read a thread makes on this socket by `seconds` (a socket option: Python's own timeout
+    would make the socket non-blocking for gunicorn), and the time its answers may wait unsent or unacknowledged by
+    twice that (TCP_USER_TIMEOUT: a client that sends requests but never reads the answers fills the buffers, and a
+    thread's sendall would wait forever; the kernel then ends the connection and the write fails)."""
     whole = int(seconds)
     with contextlib.suppress(OSError):
         sock.setsockopt(
             socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", whole, int((seconds - whole) * 1_000_000))
         )
+    if hasattr(socket, "TCP_USER_TIMEOUT"):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(2000 * seconds))
 
 
 def _raise_open_files(wanted):
