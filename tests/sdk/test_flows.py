@@ -269,11 +269,24 @@ def test_flow_rate_limit_parses_list_answer():
     assert "b" in _context.missing_message(grant)
 
 
-def test_release_flow_retries_then_gives_up():
-    ok, steps = drive(_flows.release_flow("L1", attempts=3), [GCLConnectionError("x"), resp(503), resp(204)])
-    assert ok is True and len(steps) == 5
-    ok, _ = drive(_flows.release_flow("L1", attempts=2), [GCLConnectionError("x")] * 2)
-    assert ok is False
+def test_release_flow_retries_honouring_retry_after_then_gives_up_at_its_bound():
+    clock = FakeClock()
+    unavailable = resp(503, {"message": "database restarting"}, {"retry-after": "0.5"})
+    ok, steps = drive(
+        _flows.release_flow("L1", clock=clock, rand=lambda: 0.0),
+        [GCLConnectionError("x"), unavailable, resp(204)],
+        clock,
+    )
+    sleeps = [s.seconds for s in steps if isinstance(s, Sleep)]
+    assert ok is True and len(steps) == 5 and sleeps[1] >= 0.5  # never earlier than the server asked
+    clock = FakeClock()
+    ok, _ = drive(_flows.release_flow("L1", clock=clock), [GCLConnectionError("x")] * 1000, clock)
+    assert ok is False and _flows.RELEASE_RETRY_SECONDS - 0.02 <= clock.now - 100 <= _flows.RELEASE_RETRY_SECONDS
+    clock = FakeClock()
+    ok, _ = drive(_flows.release_flow("L1", within=2.0, clock=clock), [GCLConnectionError("x")] * 1000, clock)
+    assert ok is False and clock.now - 100 <= 2.0  # not past the lease's expiry: the server frees it then
+    ok, steps = drive(_flows.release_flow("L1", within=-1.0), [GCLConnectionError("x")])
+    assert ok is False and len(steps) == 1  # expired already: one attempt
 
 
 def test_drivers_are_twins():

@@ -1,10 +1,13 @@
-"""The control plane goes away and comes back: renewal rides it out, release warns (sync and async twins)."""
+"""The control plane goes away and comes back: renewal and release ride it out; a release that cannot get through
+warns (sync and async twins)."""
 
 import asyncio
 import logging
+import threading
 
 import gcl
 import pytest
+from gcl import _flows
 from gcl import asyncio as gasync
 from gcl import sync as gsync
 
@@ -55,14 +58,44 @@ def test_renewal_survives_a_short_outage_async(server):
         assert admin.read(name).active_slots == 0
 
 
-def test_release_failure_warns_sync(server):
+def test_a_release_rides_out_a_short_outage_sync(server):
+    with gcl.Client(server.url) as admin:
+        admin.create("release-outage-sync", 1)
+    restart = threading.Thread(target=server.start)
+    with gsync.concurrency("release-outage-sync", api_url=server.url):
+        server.stop()
+        restart.start()  # back within a few seconds, while the release retries (no ReleaseFailedWarning)
+    restart.join(30)
+    with gcl.Client(server.url) as admin:
+        assert admin.leases("release-outage-sync") == [] and admin.read("release-outage-sync").active_slots == 0
+
+
+def test_a_release_rides_out_a_short_outage_async(server):
+    with gcl.Client(server.url) as admin:
+        admin.create("release-outage-async", 1)
+
+    async def main():
+        async with gasync.concurrency("release-outage-async", api_url=server.url):
+            server.stop()
+            restart.start()
+
+    restart = threading.Thread(target=server.start)
+    asyncio.run(main())
+    restart.join(30)
+    with gcl.Client(server.url) as admin:
+        assert admin.leases("release-outage-async") == [] and admin.read("release-outage-async").active_slots == 0
+
+
+def test_release_failure_warns_sync(server, monkeypatch):
+    monkeypatch.setattr(_flows, "RELEASE_RETRY_SECONDS", 1.0)  # the server never comes back
     with gcl.Client(server.url) as admin:
         admin.create("gone-sync", 1)
     with pytest.warns(gcl.ReleaseFailedWarning, match="expires"), gsync.concurrency("gone-sync", api_url=server.url):
         server.stop()
 
 
-def test_release_failure_warns_async(server):
+def test_release_failure_warns_async(server, monkeypatch):
+    monkeypatch.setattr(_flows, "RELEASE_RETRY_SECONDS", 1.0)
     with gcl.Client(server.url) as admin:
         admin.create("gone-async", 1)
 

@@ -42,6 +42,7 @@ LATE_ANSWER_SECONDS = 0.5  # with a deadline: how long past it an answer (maybe 
 DEADLINE_MARGIN_SECONDS = 0.01  # the last attempt is sent this long before the deadline, so its answer can count
 TRANSIENT_STATUSES = frozenset({502, 503, 504})  # retried like a lost connection, with the same ticket
 UNREACHABLE_AFTER_SECONDS = 5.0  # failing this long is logged once as an outage
+RELEASE_RETRY_SECONDS = 10.0  # a release is retried this long at most (less when the lease expires sooner)
 ACQUIRE_BACKOFF_CAP = 2.0
 WITHDRAW_SECONDS = 0.5
 MAX_PAGE_SIZE = 200
@@ -80,11 +81,11 @@ def backoff(failures: int, base: float = 0.1, cap: float = 5.0, rand: Callable[[
 
 
 class _Outage:
-    """One acquisition's run of transient failures: its backoff, and one log line each when it starts, when it has
+    """One request's run of transient failures: its backoff, and one log line each when it starts, when it has
     lasted ``UNREACHABLE_AFTER_SECONDS`` and when the server answers again (never one per attempt)."""
 
-    def __init__(self, names: list[str], clock: Callable[[], float]) -> None:
-        self.names, self.clock = names, clock
+    def __init__(self, what: str, clock: Callable[[], float]) -> None:
+        self.what, self.clock = what, clock
         self.failures = 0
         self.since = 0.0
         self.told_unreachable = False
@@ -94,12 +95,12 @@ class _Outage:
         self.failures += 1
         if self.failures == 1:
             self.since = now
-            logger.warning("Acquiring %s: %s; retrying", self.names, cause)
+            logger.warning("%s: %s; retrying", self.what, cause)
         elif not self.told_unreachable and now - self.since >= UNREACHABLE_AFTER_SECONDS:
             self.told_unreachable = True
             logger.error(
-                "Acquiring %s: the GCL server has been unreachable for %.1f s (%s); still retrying",
-                self.names,
+                "%s: the GCL server has been unreachable for %.1f s (%s); still retrying",
+                self.what,
                 now - self.since,
                 cause,
             )
@@ -107,8 +108,8 @@ class _Outage:
     def answered(self) -> None:
         if self.failures:
             logger.warning(
-                "Acquiring %s: the server answers again after %.1f s (%d failed attempts)",
-                self.names,
+                "%s: the server answers again after %.1f s (%d failed attempts)",
+                self.what,
                 self.clock() - self.since,
                 self.failures,
             )
@@ -178,7 +179,7 @@ def acquire_flow(
     deadline = _Deadline(spec.timeout_seconds, clock)
     ticket: str | None = str(uuid.uuid4())  # chosen here, so a cancelled caller can withdraw it at once
     server_wait = spec.server_wait and spec.max_retries is None
-    outage = _Outage(spec.names, clock)
+    outage = _Outage(f"Acquiring {spec.names}", clock)
     denied = 0
     while True:
         left = deadline.left()
@@ -234,18 +235,31 @@ def _withdraw_quietly(ticket: str) -> Flow[None]:
         yield Call(withdraw_request(ticket, timeout=WITHDRAW_SECONDS))
 
 
-def release_flow(lease_id: str, attempts: int = 3) -> Flow[bool]:
-    """Release a lease, retrying transient failures; False if it could not be confirmed."""
-    for attempt in range(1, attempts + 1):
+def release_flow(
+    lease_id: str,
+    within: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    rand: Callable[[], float] = random.random,
+) -> Flow[bool]:
+    """Release a lease; connection errors and 5xx are retried with backoff (never earlier than a ``Retry-After``)
+    for ``RELEASE_RETRY_SECONDS`` at most, or ``within`` (the lease's time left: past it the server frees the slots
+    anyway). False if it could not be confirmed."""
+    bound = RELEASE_RETRY_SECONDS if within is None else min(within, RELEASE_RETRY_SECONDS)
+    deadline = _Deadline(bound, clock)
+    outage = _Outage(f"Releasing lease {lease_id}", clock)
+    while True:
+        error: GCLConnectionError | None = None
         try:
             resp: Response | None = yield Call(release_request(lease_id))
-        except GCLConnectionError:
-            resp = None
+        except GCLConnectionError as exc:
+            resp, error = None, exc
         if resp is not None and resp.status < 500:
+            outage.answered()
             return resp.status == 204
-        if attempt < attempts:
-            yield Sleep(backoff(attempt))
-    return False
+        outage.failed(str(error) if resp is None else _status_cause(resp))
+        if deadline.over():
+            return False
+        yield Sleep(deadline.cut(outage.delay(resp, rand)))
 
 
 # ---------------------------------------------------------------- CRUD

@@ -156,6 +156,10 @@ class LeaseKeeper:
         self._thread = threading.Thread(target=self._run, args=(stop,), name=f"gcl-lease-{self.lease_id}", daemon=True)
         self._thread.start()
 
+    def expires_in(self) -> float:
+        """Seconds until the lease expires as far as this keeper knows (from when its last renewal was sent)."""
+        return self._expires_at - self._clock()
+
     @property
     def stopped(self) -> bool:
         return self._stopped
@@ -228,6 +232,10 @@ class HeldSlots:
     @property
     def lost(self) -> bool:
         return self.keeper is not None and self.keeper.lost is not None
+
+    def expires_in(self) -> float | None:
+        """Seconds the lease has left (None: unknown, no keeper): how long a release is worth retrying."""
+        return self.keeper.expires_in() if self.keeper is not None else None
 
     def check(self) -> None:
         """Raise ``LeaseLostError`` if the lease has been lost (a cooperative alternative to interrupts)."""

@@ -116,7 +116,7 @@ class AsyncConcurrencyContext:
         await asyncio.shield(in_background(self._release_or_warn(self._client, self._held.lease_id)))
 
     async def _release_or_warn(self, client: AsyncClient, lease_id: str) -> None:
-        released = await run_async(release_flow(lease_id), client.transport.send)
+        released = await run_async(release_flow(lease_id, self._held.expires_in()), client.transport.send)
         if not released and not self._held.lost:  # a lost lease is gone anyway: no noise
             warnings.warn(release_failed_message(lease_id), ReleaseFailedWarning, stacklevel=2)
 

@@ -28,8 +28,8 @@ from gcl.errors import LeaseLostError, LeaseLostWarning, MissingLimitWarning, Re
 __all__ = ["concurrency", "rate_limit"]
 
 
-def _release_again(transport: SyncTransport, lease_id: str) -> None:
-    run_sync(release_flow(lease_id), transport.send)
+def _release_again(transport: SyncTransport, lease_id: str, within: float | None) -> None:
+    run_sync(release_flow(lease_id, within), transport.send)
 
 
 class ConcurrencyContext:
@@ -105,11 +105,11 @@ class ConcurrencyContext:
         if held.lease_id is None:
             return
         try:
-            released = run_sync(release_flow(held.lease_id), transport.send)
+            released = run_sync(release_flow(held.lease_id, held.expires_in()), transport.send)
         except BaseException:
             # A second Ctrl-C cannot abort the release: it went out, or is lost with the connection; a worker
             # sends it again (releasing is idempotent).
-            workers.submit(functools.partial(_release_again, transport, held.lease_id))
+            workers.submit(functools.partial(_release_again, transport, held.lease_id, held.expires_in()))
             raise
         if not released and not held.lost:  # a lost lease is gone anyway: no noise
             warnings.warn(release_failed_message(held.lease_id), ReleaseFailedWarning, stacklevel=4)
