@@ -454,3 +454,18 @@ def test_async_cancel_withdraws_a_request_parked_in_the_server_queue():
 def test_connection_reason_is_one_short_line(error, reason):
     exc = type("ReadTimeoutError", (Exception,), {})(error)
     assert _wire.connection_reason(exc) == reason
+
+
+def test_connection_reason_finds_the_os_error_behind_a_wrapper():
+    import errno
+    import ssl
+
+    try:
+        try:
+            raise ConnectionRefusedError(errno.ECONNREFUSED, "Connect call failed ('127.0.0.1', 9)")
+        except OSError as inner:
+            raise RuntimeError("All connection attempts failed") from inner  # httpx / anyio's wording
+    except RuntimeError as outer:
+        assert _wire.connection_reason(outer) == f"[Errno {errno.ECONNREFUSED}] Connection refused"
+    verify = ssl.SSLCertVerificationError(1, "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: expired")
+    assert _wire.connection_reason(verify).startswith("[SSL: CERTIFICATE_VERIFY_FAILED]")  # not "[Errno 1] ..."
