@@ -178,3 +178,7 @@ def test_lease_ids_are_shown_only_to_admin_keys(secured):
         assert seen["lease_id"] is None and seen["fencing_token"] == grant["fencing_token"]
     [seen] = secured.get(f"{BASE}/db/leases", headers=bearer("admin-key")).json
     assert seen["lease_id"] == grant["lease_id"]
+    # The activity record of the grant names the lease to admin keys only.
+    for key, expected in (("reader-key", None), ("worker-key", None), ("admin-key", grant["lease_id"])):
+        records = secured.get(f"{BASE}/db/activity", headers=bearer(key)).json
+        assert [r["lease_id"] for r in records if r["kind"] == "acquired"] == [expected], key

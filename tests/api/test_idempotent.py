@@ -114,3 +114,14 @@ def test_the_same_ticket_sent_at_once_from_many_threads_holds_one_slot(server_fa
     assert [a.status_code for a in answers] == [200] * 16
     assert len({a.json()["lease_id"] for a in answers}) == 1
     assert requests.get(f"{url}/db", timeout=10).json()["active_slots"] == 1
+
+
+def test_withdrawing_a_ticket_gives_back_a_lease_granted_at_once_under_it(client):
+    """A client that gives up after losing the answer to a direct grant withdraws its ticket: that lease is freed at
+    once instead of holding its slot until it expires."""
+    make(client, "db", 1)
+    ticket = str(uuid.uuid4())
+    assert ask(client, "increment-with-lease", ticket).status_code == 200  # the answer the client never read
+    assert read(client, "db")["active_slots"] == 1
+    assert client.delete(f"{BASE}/waiters/{ticket}").status_code == 204
+    assert read(client, "db")["active_slots"] == 0 and holders(client) == []

@@ -189,6 +189,9 @@ def withdraw(waiter_id):
     """The client withdraws its request (e.g. cancelled): leave the queue, give back a grant that raced in."""
     owner = execute("SELECT owner FROM waiter WHERE id = ?", (waiter_id,)).fetchone()
     cancel(waiter_id)
+    # A lease granted at once under this ticket, whose answer its client never read (it gives up instead).
+    for (lease_id,) in execute("SELECT id FROM lease WHERE ticket = ?", (waiter_id,)).fetchall():
+        release(lease_id)
     # A tombstone (slots 0, never queued): the withdrawn request may still be in flight and must not park.
     now = time.time()
     execute(

@@ -26,6 +26,11 @@ blp = Blueprint("limits", __name__, url_prefix="/api/v2/concurrency_limits", des
 ETAG_HEADER = {"ETag": {"description": "Validator of the managed fields", "schema": {"type": "string"}}}
 
 
+def _lease_ids_for_admin(items):
+    """A lease id ends its lease (decrement-with-lease): only admin keys see other clients' ids."""
+    return items if auth.scope() == "admin" else [{**item, "lease_id": None} for item in items]
+
+
 def _with_etag(limit, status=200):
     return limit, status, {"ETag": limit.etag}
 
@@ -114,10 +119,7 @@ class LimitLeases(MethodView):
     @blp.alt_response(404, description="No such limit")
     def get(self, id_or_name):
         """Live leases holding a limit, oldest first (lease ids only to admin keys: an id ends its lease)"""
-        leases = engine.leases_of(service.find(id_or_name).id)
-        if auth.scope() != "admin":
-            leases = [{**lease, "lease_id": None} for lease in leases]
-        return leases
+        return _lease_ids_for_admin(engine.leases_of(service.find(id_or_name).id))
 
 
 @blp.route("/<string:id_or_name>/waiters")
@@ -139,4 +141,5 @@ class LimitActivity(MethodView):
     def get(self, query, id_or_name):
         """What happened to a limit and its leases, newest first; page on with `before` = the last id seen"""
         limit_id = service.find(id_or_name).id
-        return activity.history(limit_id, before_id=query.get("before"), limit=query["limit"])
+        records = activity.history(limit_id, before_id=query.get("before"), limit=query["limit"])
+        return _lease_ids_for_admin(records)
