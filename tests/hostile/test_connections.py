@@ -212,3 +212,20 @@ def test_a_client_that_never_reads_its_answers_is_cut_off(server_factory, lean):
     sock.close()
     assert closed and received < 100 * 100_000, f"closed={closed} after {received} bytes of answers"
     assert requests.get(f"{server.url}/health", timeout=5).status_code == 200
+
+
+def test_an_upgraded_connection_is_not_held_to_the_head_bound(server_factory):
+    """The events websocket idles by design (its own protocol waits 10 s for a message): the read bound that guards
+    request heads must not end it."""
+    server = server_factory(workers=1, env={"GCL_HEAD_TIMEOUT_SECONDS": "1"})
+    key = "dGhlIHNhbXBsZSBub25jZQ=="
+    upgrade = (
+        "GET /api/events/in HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    ).encode()
+    with _open(server.port, upgrade) as sock:
+        sock.settimeout(5)
+        assert sock.recv(4096).startswith(b"HTTP/1.1 101 "), "upgraded"
+        sock.settimeout(None)  # _is_open peeks without waiting
+        time.sleep(3.0)  # three head bounds without a byte
+        assert _is_open(sock), "the socket is still open, waiting for Prefect's handshake message"

@@ -96,13 +96,14 @@ class Arrival:
     """How far the request at the start of a connection's bytes has come, fed as they arrive (llhttp parses each byte
     once: a request trickled in one byte at a time costs no more to follow than one sent whole)."""
 
-    __slots__ = ("progress", "parser", "size", "state")
+    __slots__ = ("progress", "parser", "size", "state", "upgrade")
 
     def __init__(self):
         self.progress = _Progress()
         self.parser = httptools.HttpRequestParser(self.progress)
         self.size = 0
         self.state = False
+        self.upgrade = False  # an Upgrade request (the events websocket): its reads must not time out
 
     def feed(self, chunk):
         """True once a thread may take the request: it is whole (or its head is malformed, for gunicorn to refuse, or
@@ -116,7 +117,7 @@ class Arrival:
         try:
             self.parser.feed_data(chunk)
         except httptools.HttpParserUpgrade:
-            self.state = True
+            self.state = self.upgrade = True
         except httptools.HttpParserError:
             # A malformed head: gunicorn answers it (400), and everything it needs to say so is here.
             self.state = BAD if progress.head else True
@@ -209,11 +210,12 @@ class GuardedWorker(KeepAliveThreadWorker):
             data = conn.parser.unreader.buf.getvalue()  # read ahead already (pipelining)
             conn.parser.unreader.buf.seek(0)
             conn.parser.unreader.buf.truncate()
-        state = ready(data) if data else False
+        arrival = Arrival()
+        state = arrival.feed(data)
         if state is BAD:
             return self._close(conn, MALFORMED)
         if state:
-            return self._dispatch(conn, data)
+            return self._dispatch(conn, data, arrival.upgrade)
         conn.sock.setblocking(False)
         reading = _Reading(conn, data, time.monotonic() + self.head_timeout)
         fileno = conn.sock.fileno()
@@ -241,7 +243,7 @@ class GuardedWorker(KeepAliveThreadWorker):
             if state is BAD:
                 self._close(conn, MALFORMED)
             else:
-                self._dispatch(conn, bytes(reading.data))
+                self._dispatch(conn, bytes(reading.data), reading.arrival.upgrade)
 
     def _stop_reading(self, reading):
         fileno = reading.conn.sock.fileno()
@@ -250,13 +252,14 @@ class GuardedWorker(KeepAliveThreadWorker):
         with contextlib.suppress(OSError, KeyError, ValueError):
             self.poller.unregister(reading.conn.sock)
 
-    def _dispatch(self, conn, data):
+    def _dispatch(self, conn, data, upgrade=False):
         """Hand a connection whose request is here to a thread."""
         conn.init()  # plain HTTP/1: only makes the parser (TLS and h2c keep gthread's path)
         conn.parser.unreader.unread(data)
         conn.data_ready = True
         conn.sock.setblocking(True)
-        _set_read_timeout(conn.sock, self.head_timeout)
+        # An upgraded connection (the events websocket) idles by design: its own protocol bounds it.
+        _set_read_timeout(conn.sock, 0 if upgrade else self.head_timeout)
         ThreadWorker.enqueue_req(self, conn)
 
     def _close(self, conn, answer=None):
@@ -317,6 +320,8 @@ class GuardedWorker(KeepAliveThreadWorker):
                 unreader.unread(data)
                 return PARKED
         unreader.unread(data)
+        if arrival.upgrade:
+            _set_read_timeout(conn.sock, 0)  # as in _dispatch
         if state is BAD:
             with contextlib.suppress(OSError):
                 conn.sock.sendall(MALFORMED)
@@ -352,7 +357,7 @@ def _set_read_timeout(sock, seconds):
     """Bound every blocking read a thread makes on this socket by `seconds` (a socket option: Python's own timeout
     would make the socket non-blocking for gunicorn), and the time its answers may wait unsent or unacknowledged by
     twice that (TCP_USER_TIMEOUT: a client that sends requests but never reads the answers fills the buffers, and a
-    thread's sendall would wait forever; the kernel then ends the connection and the write fails)."""
+    thread's sendall would wait forever; the kernel then ends the connection and the write fails). 0: no bound."""
     whole = int(seconds)
     with contextlib.suppress(OSError):
         sock.setsockopt(
