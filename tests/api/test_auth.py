@@ -1,5 +1,6 @@
 """Optional API-key auth: 401 without or with a wrong key, 403 beyond the key's scope, health always open."""
 
+import base64
 import re
 import uuid
 
@@ -182,3 +183,22 @@ def test_lease_ids_are_shown_only_to_admin_keys(secured):
     for key, expected in (("reader-key", None), ("worker-key", None), ("admin-key", grant["lease_id"])):
         records = secured.get(f"{BASE}/db/activity", headers=bearer(key)).json
         assert [r["lease_id"] for r in records if r["kind"] == "acquired"] == [expected], key
+
+
+def basic(user, password):
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+def test_basic_credentials_carry_the_key_as_their_password(secured):
+    """Prefect's clients authenticate to a self-hosted server with PREFECT_API_AUTH_STRING ("user:password") as
+    Basic credentials, on REST and on the events socket alike: the password is the key, with its scope."""
+    assert (
+        secured.post(f"{BASE}/", json={"name": "db", "limit": 1}, headers=basic("gcl", "admin-key")).status_code == 201
+    )
+    grant = secured.post(
+        f"{BASE}/increment-with-lease", json={"names": ["db"], "slots": 1}, headers=basic("x", "worker-key")
+    )
+    assert grant.status_code == 200
+    assert secured.delete(f"{BASE}/db", headers=basic("gcl", "worker-key")).status_code == 403
+    for headers in (basic("admin-key", ""), basic("gcl", "wrong"), {"Authorization": "Basic !!notbase64"}):
+        assert secured.get(f"{BASE}/db", headers=headers).status_code == 401

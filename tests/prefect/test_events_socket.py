@@ -137,3 +137,37 @@ def test_a_broken_upgrade_is_a_400_with_a_message(gcl):
     assert response.json()["message"].startswith("Not a valid WebSocket upgrade request: ")
     plain = requests.get(f"{gcl.url}/events/in", timeout=10)
     assert plain.status_code == 400 and "WebSocket endpoint" in plain.json()["message"]
+
+
+def test_with_api_keys_prefect_runs_quietly_on_its_auth_string(prefect, tmp_path):
+    """A keyed GCL serves Prefect's SDK set up as for a self-hosted Prefect server with authentication:
+    PREFECT_API_AUTH_STRING="<any user>:<key>". Its REST calls and its events socket both carry those Basic
+    credentials, so slots are taken and released, the events arrive, and Prefect logs nothing."""
+    server = Server(tmp_path / "keyed", workers=1, env={"GCL_API_KEYS": "admin-k,worker-k:acquire"})
+    server.start()
+    try:
+        name = f"keyed-{uuid.uuid4().hex[:8]}"
+        created = requests.post(
+            f"{server.limits_url}/", json={"name": name, "limit": 1}, headers={"Authorization": "Bearer admin-k"}
+        )
+        assert created.status_code == 201, created.text
+        prefect.env["PREFECT_API_URL"] = server.url
+        prefect.env["PREFECT_API_AUTH_STRING"] = "gcl:worker-k"
+        result = prefect.run(f"""
+            from prefect.concurrency.sync import concurrency
+            AUTH = ("gcl", "worker-k")
+            with concurrency({name!r}, occupy=1):
+                held = httpx.get(f"{{API}}/v2/concurrency_limits/{name}", auth=AUTH).json()["active_slots"]
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:  # the events reach the server before the process exits
+                records = httpx.get(f"{{API}}/v2/concurrency_limits/{name}/activity", auth=AUTH).json()
+                events = sorted(r["detail"]["event"] for r in records if r["kind"] == "event")
+                if len(events) == 2:
+                    break
+                time.sleep(0.05)
+            done(held=held, events=events)
+        """)
+    finally:
+        server.stop()
+    assert result["held"] == 1
+    assert result["events"] == ["prefect.concurrency-limit.acquired", "prefect.concurrency-limit.released"]

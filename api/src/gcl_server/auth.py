@@ -5,6 +5,7 @@ is enforced here (and by any path that bypasses Flask's routing, which asks `dec
 OpenAPI document (bearer security, 401 and 403). A view that declares nothing needs admin: closed by default.
 """
 
+import base64
 import hashlib
 import hmac
 
@@ -92,9 +93,18 @@ def _key_of(token, keys):
 
 
 def key_of_header(authorization, keys):
-    """The API key an Authorization header carries, None when it carries no valid one."""
+    """The API key an Authorization header carries, None when it carries no valid one: `Bearer <key>`, or Basic
+    credentials whose password is the key (Prefect's clients send PREFECT_API_AUTH_STRING so, WebSocket included)."""
     scheme, _, token = authorization.partition(" ")
-    return _key_of(token.strip(), keys) if scheme.lower() == "bearer" and token.strip() else None
+    token, scheme = token.strip(), scheme.lower()
+    if scheme == "basic" and token:
+        try:
+            token = base64.b64decode(token, validate=True).decode().partition(":")[2]
+        except (ValueError, UnicodeDecodeError):
+            return None
+    elif scheme != "bearer":
+        return None
+    return _key_of(token, keys) if token else None
 
 
 def scope_of_header(authorization, keys):
