@@ -88,6 +88,7 @@ PENDING = [
     ("`Authorization`", "lead: the document's Authorization header and security do not match the server's keys"),
     ("'Authorization' header", "lead: the document's Authorization header and security do not match the server's keys"),
     ("API accepts", "lead: the document's security does not match the server's keys (ST401)"),
+    ("Expected 401 or 403", "lead: the document's security does not match the server's keys (ST401)"),
     ("Name must not", "lead: the name rules (control characters, white space) are not in the schema"),
     ("CSRF protection is disabled", "PREFECT: /api/csrf-token answers 422 when CSRF is off (undocumented)"),
     ("/api/events/in", "PREFECT: the events websocket answers a plain GET 400 (undocumented)"),
