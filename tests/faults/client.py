@@ -1,6 +1,6 @@
 """One contending SDK client process for the fault suite: holds a limit again and again, recording every hold.
 
-Usage: python -m tests.faults.client API_URL NAME OUT_JSON STOP_FILE SEED
+Usage: python -m tests.faults.client API_URL NAME OUT_JSON STOP_FILE SEED [LEASE_SECONDS]
 
 Hold intervals are taken with time.time() (one clock for every process on the host) inside the `with` body: entered
 after the grant arrived, left before the release is sent, so an overlap seen here really happened on the server.
@@ -21,7 +21,7 @@ ACQUIRE_TIMEOUT_SECONDS = 20.0
 BUDGET_SECONDS = 120.0  # a client never outlives this, whatever the test does
 
 
-def main(api_url, name, out, stop_file, seed):
+def main(api_url, name, out, stop_file, seed, lease_seconds=LEASE_SECONDS):
     rng = random.Random(seed)
     record = {"holds": [], "waits": [], "errors": [], "unexpected": [], "warnings": []}
     deadline = time.time() + BUDGET_SECONDS
@@ -34,7 +34,7 @@ def main(api_url, name, out, stop_file, seed):
                     name,
                     occupy=1,
                     timeout_seconds=ACQUIRE_TIMEOUT_SECONDS,
-                    lease_duration=LEASE_SECONDS,
+                    lease_duration=lease_seconds,
                     strict=True,
                     api_url=api_url,
                     holder={"type": "fault-client", "id": str(seed)},
@@ -55,4 +55,4 @@ def main(api_url, name, out, stop_file, seed):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]))
+    main(*sys.argv[1:5], int(sys.argv[5]), *map(float, sys.argv[6:7]))

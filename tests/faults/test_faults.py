@@ -29,6 +29,9 @@ from tests.conftest import ROOT, Server
 LIMIT = 5
 CLIENTS = 20
 NAME = "faults"
+# A second, smaller fleet holds 30 s leases: a lease committed behind an answer lost in a fault, and never released,
+# would still be listed when the clients have stopped (the 1 s leases above expire before anyone could look).
+LONG_NAME, LONG_LIMIT, LONG_CLIENTS, LONG_LEASE_SECONDS = "faults-long", 3, 6, 30.0
 SPACING = 4.0  # seconds between faults
 BEFORE, AFTER = 1.0, 2.5  # an acquire begun this long before to this long after a fault counts as near it
 KEEP = [(f"keep-{index:02d}", index % 7, index % 3 == 0, float(index % 4) / 2) for index in range(40)]
@@ -74,19 +77,20 @@ def _near(asked, at):
 
 
 class Fleet:
-    """CLIENTS SDK processes contending for NAME on one server URL."""
+    """CLIENTS SDK processes contending for NAME, and LONG_CLIENTS for LONG_NAME, on one server URL."""
 
     def __init__(self, tmp_path, url):
         self.stop_file = tmp_path / "stop"
-        self.outs = [tmp_path / f"client-{index}.json" for index in range(CLIENTS)]
+        plan = [(NAME, None)] * CLIENTS + [(LONG_NAME, LONG_LEASE_SECONDS)] * LONG_CLIENTS
+        self.outs = [(tmp_path / f"client-{index}.json", name) for index, (name, _) in enumerate(plan)]
         env = {k: v for k, v in os.environ.items() if not k.startswith("GCL_")}
         self.procs = []
-        for index, out in enumerate(self.outs):
+        for index, (name, lease) in enumerate(plan):
+            out = self.outs[index][0]
+            command = [sys.executable, "-m", "tests.faults.client", url, name, str(out), str(self.stop_file)]
+            command += [str(index)] + ([str(lease)] if lease else [])
             with open(tmp_path / f"client-{index}.log", "wb") as log:
-                command = [sys.executable, "-m", "tests.faults.client", url, NAME, str(out), str(self.stop_file)]
-                self.procs.append(
-                    subprocess.Popen(command + [str(index)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-                )
+                self.procs.append(subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
 
     def stop(self, timeout=60):
         self.stop_file.touch()
@@ -97,9 +101,9 @@ class Fleet:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        records = [json.loads(out.read_text()) for out in self.outs if out.exists()]
-        assert len(records) == CLIENTS, "every client exits cleanly and writes its record"
-        return records
+        records = [(json.loads(out.read_text()), name) for out, name in self.outs if out.exists()]
+        assert len(records) == len(self.outs), "every client exits cleanly and writes its record"
+        return [record for record, name in records if name == NAME], [r for r, name in records if name == LONG_NAME]
 
 
 def _wait_for_holds(server, count=1, timeout=15):
@@ -117,6 +121,8 @@ def _wait_for_holds(server, count=1, timeout=15):
 
 def _run(server, tmp_path, faults, figures, label):
     requests.post(f"{server.limits_url}/", json={"name": NAME, "limit": LIMIT}, timeout=10).raise_for_status()
+    body = {"name": LONG_NAME, "limit": LONG_LIMIT}
+    requests.post(f"{server.limits_url}/", json=body, timeout=10).raise_for_status()
     for name, limit, active, decay in KEEP:
         body = {"name": name, "limit": limit, "active": active, "slot_decay_per_second": decay}
         requests.post(f"{server.limits_url}/", json=body, timeout=10).raise_for_status()
@@ -139,7 +145,7 @@ def _run(server, tmp_path, faults, figures, label):
             injected.append((kind, at))
         time.sleep(4.0)
     finally:
-        records = fleet.stop()
+        records, long_records = fleet.stop()
 
     tokens = [hold[2] for record in records for hold in record["holds"]]
     holds = [tuple(hold[:2]) for record in records for hold in record["holds"]]
@@ -147,6 +153,11 @@ def _run(server, tmp_path, faults, figures, label):
     errors = [error for record in records for error in record["errors"]]
     unexpected = [error for record in records for error in record["unexpected"]]
     peak = _max_overlap(holds)
+    long_holds = [tuple(hold[:2]) for record in long_records for hold in record["holds"]]
+    long_tokens = [hold[2] for record in long_records for hold in record["holds"]]
+    long_peak = _max_overlap(long_holds)
+    errors += [error for record in long_records for error in record["errors"]]
+    unexpected += [error for record in long_records for error in record["unexpected"]]
     # Per fault: how long the fleet went without a grant, and the longest a client waited for one (an acquire begun
     # from BEFORE s before the fault to AFTER s after it); outside those windows the wait is contention alone.
     stalls = [(kind, _gap_after(holds, at)) for kind, at in injected]
@@ -155,12 +166,15 @@ def _run(server, tmp_path, faults, figures, label):
     figures.append(
         f"{label}: {len(holds)} holds checked from {CLIENTS} client processes, {len(injected)} faults injected; "
         f"peak holders {peak} of {LIMIT}; {len(set(tokens))} distinct fencing tokens; {len(errors)} SDK errors, "
-        f"{len(unexpected)} unexpected; "
+        f"{len(unexpected)} unexpected; 30 s leases: {len(long_holds)} holds by {LONG_CLIENTS} clients, peak "
+        f"{long_peak} of {LONG_LIMIT}; "
         f"no grant for [{', '.join(f'{k} {s:.2f}' for k, s in stalls)}] s after each fault; longest client wait "
         f"[{', '.join(f'{k} {w:.2f}' for k, w in near)}] s (away from faults: {max(calm, default=0):.2f} s)"
     )
 
     assert peak <= LIMIT, f"{peak} holders at once on a limit of {LIMIT}"
+    assert long_peak <= LONG_LIMIT, f"{long_peak} holders at once on a limit of {LONG_LIMIT}"
+    tokens += long_tokens
     assert None not in tokens and len(set(tokens)) == len(tokens), "every grant has a fencing token of its own"
     assert not unexpected, unexpected[:5]
     assert not errors, errors[:5]  # the SDK retries a server that is down within its timeout: none expected
@@ -169,12 +183,13 @@ def _run(server, tmp_path, faults, figures, label):
         bound = 15.0 if kind == "server" else 5.0
         assert stall < bound and wait < bound, (kind, stall, wait)
 
-    leases = requests.get(f"{server.limits_url}/{NAME}/leases", timeout=10)
-    assert leases.status_code == 200 and leases.json() == [], "no lease outlives the clients that released it"
+    for name in (NAME, LONG_NAME):  # a 30 s lease taken behind a lost answer and never released would be here
+        leases = requests.get(f"{server.limits_url}/{name}/leases", timeout=10)
+        assert leases.status_code == 200 and leases.json() == [], f"orphaned leases on {name}: {leases.text[:500]}"
+        assert requests.get(f"{server.limits_url}/{name}", timeout=10).json()["active_slots"] == 0
     after = requests.post(f"{server.limits_url}/filter", json={"limit": 200}, timeout=10).json()
     managed = ("id", "name", "limit", "active", "slot_decay_per_second")
     assert [{k: x[k] for k in managed} for x in after] == [{k: x[k] for k in managed} for x in before]
-    assert requests.get(f"{server.limits_url}/{NAME}", timeout=10).json()["active_slots"] == 0
 
 
 def _server(tmp_path, database_url=None):
