@@ -81,6 +81,7 @@ def test_a_thousand_half_open_connections_leave_the_server_serving(server_factor
     for index in range(700):
         held.append((time.monotonic(), _open(server.port, b"G" if index % 2 else b""), index % 2 == 1))
 
+    assert all(_is_open(sock) for _, sock, _ in held), "all 1,000 are held when the measurement starts"
     health, acquire = [], []
     session = requests.Session()
     for _ in range(100):
@@ -101,7 +102,8 @@ def test_a_thousand_half_open_connections_leave_the_server_serving(server_factor
         acquire.append(time.monotonic() - start)
         assert released.status_code == 204
     still_open = sum(_is_open(sock) for _, sock, _ in held)
-    assert still_open >= 990, "the slow connections must still be held while the others are served"
+    due = time.monotonic() - head + 0.5  # a connection opened before this may be closed already (a loaded machine)
+    assert all(_is_open(sock) for opened, sock, _ in held if opened > due), "held until their bound, not before"
 
     # Every slow connection is closed within the bound: 408 when it had begun a request, silently otherwise.
     late = []
