@@ -7,6 +7,7 @@ step 1 and later steps find nothing left to do; an older one gets exactly what i
 
 import logging
 import os
+import threading
 import time
 
 from playhouse.migrate import PostgresqlMigrator, SqliteMigrator
@@ -115,11 +116,16 @@ def current_version(database):
     return row[0] or 0
 
 
+# bind_ctx rebinds the models for every thread and restores what it found on exit: two migrations at once in one
+# process would restore each other's binding and leave the models on a migrated database instead of the proxy.
+_binding = threading.Lock()
+
+
 def migrate(database):
-    """Apply pending migrations in one locked transaction each; safe to run from many processes."""
+    """Apply pending migrations in one locked transaction each; safe to run from many processes and threads."""
     dialect = database.dialect
     applied = []
-    with database.bind_ctx(ALL), dialect.write_tx():
+    with _binding, database.bind_ctx(ALL), dialect.write_tx():
         if dialect.name == "postgresql":
             database.execute_sql("SELECT pg_advisory_xact_lock(4280)")
         SchemaVersion.create_table(safe=True)
