@@ -325,10 +325,8 @@ def test_a_rename_racing_a_create_of_that_name_is_a_conflict_not_a_500(pg_app, p
 
 
 def test_nodes_starting_together_apply_each_migration_once(pg_url):
-    from gcl_server.migrations import LATEST_VERSION, MIGRATIONS, migrate_url
-
     from gcl_server.database import db
-    from gcl_server.migrations import ALL
+    from gcl_server.migrations import ALL, LATEST_VERSION, MIGRATIONS, migrate_url
 
     results = _in_threads([lambda: migrate_url(pg_url) for _ in range(4)])
     applied = sorted(number for result in results for number in result)
