@@ -231,3 +231,26 @@ def test_an_upgraded_connection_is_not_held_to_the_head_bound(server_factory):
         sock.settimeout(None)  # _is_open peeks without waiting
         time.sleep(3.0)  # three head bounds without a byte
         assert _is_open(sock), "the socket is still open, waiting for Prefect's handshake message"
+
+
+def _refused(sock):
+    try:
+        return sock.recv(16, socket.MSG_PEEK | socket.MSG_DONTWAIT).startswith(b"HTTP/1.1 503 ")
+    except BlockingIOError:
+        return False
+
+
+@LEAN
+def test_workers_share_a_burst_of_connections(server_factory, lean):
+    """Two workers with a cap of 600 each take a burst of 1,000 connections without refusing one: the worker that
+    holds more leaves new connections to its sibling (spread.py); without that, the first to call accept() took
+    nearly all of them and refused past its cap while the other sat idle."""
+    server = server_factory(workers=2, env={"GCL_LEAN_HTTP": lean, "GCL_MAX_CONNECTIONS": "600"})
+    held = [_open(server.port, b"G") for _ in range(1000)]
+    try:
+        assert requests.get(f"{server.url}/health", timeout=10).status_code == 200  # all accepted by now
+        refused = sum(_refused(sock) for sock in held)
+        assert refused == 0, f"{refused} of 1,000 refused with room left in the other worker"
+    finally:
+        for sock in held:
+            sock.close()

@@ -28,6 +28,7 @@ import select
 import selectors
 import socket
 import struct
+import threading
 import time
 import types
 from functools import partial
@@ -38,12 +39,14 @@ from gunicorn.http2 import negotiation
 from gunicorn.workers import base
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
+from . import spread
 from .worker import KeepAliveThreadWorker
 
 HEAD_TIMEOUT_SECONDS = 5.0
 BUFFERED_BYTES = 256 * 1024  # a request up to this size is read whole before a thread sees it
 RECV_BYTES = 64 * 1024
 REFUSED_LINGER_SECONDS = 1.0  # a refused connection stays open this long for its 503 to be read
+PAUSE_SECONDS = 0.02  # a worker that steps back for a sibling (spread.py) accepts again after this
 MAX_REFUSED = 256  # refused connections lingering at once (beyond: closed at once)
 NEXT_GRACE_SECONDS = 0.02  # a kept-alive connection's thread waits this long for the rest of a request
 PARKED = "parked"  # _handle_next's answer for a kept-alive connection whose next request is not whole yet
@@ -146,12 +149,23 @@ class _Reading:
 class GuardedWorker(KeepAliveThreadWorker):
     """KeepAliveThreadWorker whose threads only ever see requests that have arrived whole (see module doc)."""
 
+    _paused_until = 0.0  # accepting is paused until then, for a less loaded sibling (spread.py)
+
+    @property
+    def worker_connections(self):
+        """What gthread's loop compares its connections with to decide whether to accept: never a limit here (past
+        the cap a connection is accepted to be refused clearly; gthread would leave it hanging in the backlog), but 0
+        while paused."""
+        return 0 if time.monotonic() < self._paused_until else 1 << 30
+
+    @worker_connections.setter
+    def worker_connections(self, value):
+        pass  # gthread sets the configured number: that is max_connections here
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.head_timeout = head_timeout()
         self.max_connections = self.cfg.worker_connections
-        # Accept beyond the cap, to refuse clearly (gthread stops accepting, and clients hang in the backlog).
-        self.worker_connections = 1 << 30
         self._guard = False
         self._reading = {}  # fileno -> _Reading
         self._deadlines = []  # heap of (deadline, fileno, _Reading)
@@ -164,11 +178,15 @@ class GuardedWorker(KeepAliveThreadWorker):
         # one may hold most of them, hence a cap well above an even share by default).
         spare = self.cfg.threads + 256
         self.max_connections = min(self.max_connections, _raise_open_files(self.max_connections + spare) - spare)
+        spread.publish(self.age, 0)  # siblings count this worker from the start
         super().init_process()
 
     # -- accepting --------------------------------------------------------------------------------------------
 
     def accept(self, listener):
+        if spread.should_step_back(self.age, self.nr_conns):
+            self._pause_accepting()
+            return None
         try:
             sock, client = listener.accept()
         except OSError as error:
@@ -185,8 +203,17 @@ class GuardedWorker(KeepAliveThreadWorker):
                 sock.close()  # TLS: a plain-text 503 would be garbage to the client
             return None
         self.nr_conns += 1
+        spread.publish(self.age, self.nr_conns)
         self.enqueue_req(TConn(self.cfg, sock, client, listener.getsockname()))
         return None
+
+    def _pause_accepting(self):
+        """Let the listener go to a sibling for a moment: every worker polls it, so another one accepts."""
+        self._paused_until = time.monotonic() + PAUSE_SECONDS
+        self.set_accept_enabled(False)
+        timer = threading.Timer(PAUSE_SECONDS, self.method_queue.defer, args=(_nothing,))
+        timer.daemon = True
+        timer.start()  # wakes the loop, which then accepts again (worker_connections)
 
     def _refuse(self, sock):
         sock.setblocking(False)
@@ -271,6 +298,7 @@ class GuardedWorker(KeepAliveThreadWorker):
 
     def murder_pending(self):
         super().murder_pending()
+        spread.publish(self.age, self.nr_conns)  # once per turn of gthread's loop
         if not self._guard:
             return
         now = time.monotonic()
@@ -336,6 +364,10 @@ def _readable(sock, timeout):
         return bool(poller.poll(max(0.0, timeout) * 1000))
     except (OSError, ValueError):
         return False
+
+
+def _nothing():
+    pass
 
 
 def _json_error_pages():
