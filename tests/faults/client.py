@@ -41,8 +41,12 @@ def main(api_url, name, out, stop_file, seed, lease_seconds=LEASE_SECONDS):
                 ) as held:
                     entered = time.time()
                     time.sleep(rng.uniform(0.01, 0.04))
-                    left = time.time()
-                record["holds"].append((entered, left, held.fencing_token))
+                    left, remaining = time.time(), held.expires_in()
+                # A client descheduled past its lease (a loaded machine) holds nothing after it: the server may then
+                # give the slot to another, rightly. The lease's end as this client knows it (counted from when it
+                # sent the acquire) is never later than the server's, so the clipped interval is still its own.
+                overran = remaining is not None and remaining < 0
+                record["holds"].append((entered, left + remaining if overran else left, held.fencing_token, overran))
                 record["waits"].append((asked, entered - asked))
             except (GCLError, TimeoutError) as exc:  # a clear error: the SDK's own, naming its cause
                 record["errors"].append((time.time(), type(exc).__name__, str(exc)[:300]))

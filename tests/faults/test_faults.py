@@ -153,6 +153,7 @@ def _run(server, tmp_path, faults, figures, label):
     errors = [error for record in records for error in record["errors"]]
     unexpected = [error for record in records for error in record["unexpected"]]
     peak = _max_overlap(holds)
+    overran = sum(hold[3] for record in records + long_records for hold in record["holds"] if len(hold) > 3)
     long_holds = [tuple(hold[:2]) for record in long_records for hold in record["holds"]]
     long_tokens = [hold[2] for record in long_records for hold in record["holds"]]
     long_peak = _max_overlap(long_holds)
@@ -166,7 +167,8 @@ def _run(server, tmp_path, faults, figures, label):
     figures.append(
         f"{label}: {len(holds)} holds checked from {CLIENTS} client processes, {len(injected)} faults injected; "
         f"peak holders {peak} of {LIMIT}; {len(set(tokens))} distinct fencing tokens; {len(errors)} SDK errors, "
-        f"{len(unexpected)} unexpected; 30 s leases: {len(long_holds)} holds by {LONG_CLIENTS} clients, peak "
+        f"{len(unexpected)} unexpected; {overran} holds outlived their lease (client stalls, clipped); "
+        f"30 s leases: {len(long_holds)} holds by {LONG_CLIENTS} clients, peak "
         f"{long_peak} of {LONG_LIMIT}; "
         f"no grant for [{', '.join(f'{k} {s:.2f}' for k, s in stalls)}] s after each fault; longest client wait "
         f"[{', '.join(f'{k} {w:.2f}' for k, w in near)}] s (away from faults: {max(calm, default=0):.2f} s)"
