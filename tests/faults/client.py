@@ -16,7 +16,7 @@ import warnings
 from gcl import GCLError
 from gcl.sync import concurrency
 
-LEASE_SECONDS = 1.0  # short, so leases granted just before a whole-server kill have expired when it is back
+LEASE_SECONDS = 0.5  # short, so leases granted just before a whole-server kill have expired when it is back
 ACQUIRE_TIMEOUT_SECONDS = 20.0
 BUDGET_SECONDS = 120.0  # a client never outlives this, whatever the test does
 
