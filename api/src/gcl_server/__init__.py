@@ -30,6 +30,7 @@ def create_app(config=None):
         API_SPEC_OPTIONS={
             "info": {"description": "Global concurrency limits and rate limits (Prefect-compatible API)."},
             "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+            "security": auth.security(app.config["API_KEYS"]),
         },
     )
     db.initialize(open_database(app.config["DATABASE_URL"], checkpointer=app.config["SQLITE_CHECKPOINTER"]))

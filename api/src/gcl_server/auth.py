@@ -38,8 +38,9 @@ class Blueprint(SmorestBlueprint):
             raise ValueError(f"unknown scope {scope!r}")
 
         def decorator(fn):
-            if scope != PUBLIC:
-                fn = self.doc(security=[{"bearer": []}])(fn)
+            if scope == PUBLIC:
+                fn = self.doc(security=[])(fn)  # the document's default is the bearer key (SECURITY below)
+            else:
                 fn = self._error(fn, 401, "No valid API key (bearer)")
                 fn = self._error(fn, 403, f"The API key's scope does not allow this (it needs {scope})")
                 fn = self._error(fn, 503, "The database is busy or unreachable: try again after Retry-After")
@@ -58,6 +59,12 @@ class Blueprint(SmorestBlueprint):
         if status in documented:
             return fn
         return self.alt_response(status, schema=ErrorSchema, description=description)(fn)
+
+
+def security(keys):
+    """The OpenAPI document's default security, for every operation that is not public: a bearer key, which a server
+    without keys does not require (an empty alternative says so, so the document is true of the server serving it)."""
+    return [{"bearer": []}] if keys else [{"bearer": []}, {}]
 
 
 def declared_scope(app, endpoint, method):

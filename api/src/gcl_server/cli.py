@@ -9,8 +9,10 @@ import sys
 def _openapi_text():
     from . import create_app
 
-    # No database is opened: create_app only names it, and the document is built from the routes alone.
-    app = create_app({"DATABASE_URL": "sqlite:///never-opened.db", "API_KEYS": ""})
+    # No database is opened: create_app only names it, and the document is built from the routes alone. It
+    # describes a server with API keys (a bearer key required wherever a scope is declared); a server without keys
+    # serves its own document, where the key is optional.
+    app = create_app({"DATABASE_URL": "sqlite:///never-opened.db", "API_KEYS": "documented-with-keys"})
     with app.app_context():
         spec = app.extensions["flask-smorest"]["apis"][""]["ext_obj"].spec.to_dict()
     return json.dumps(spec, indent=2, sort_keys=True) + "\n"
