@@ -2,14 +2,13 @@
 
 import datetime as dt
 import math
-import unicodedata
-import uuid
 
 from marshmallow import ValidationError, fields, validate
 
+from .. import names
+
 MAX_INT = 2**31 - 1
 INT64 = validate.Range(min=-(2**63), max=2**63 - 1)  # what the database stores: the bound of an Int declaring none
-BANNED_NAME_CHARACTERS = "/%&><"
 
 
 class Int(fields.Integer):
@@ -67,43 +66,15 @@ class Timestamp(fields.Field):
         return iso_timestamp(value)
 
 
-# Control, format (bidirectional overrides, zero-width), separator, surrogate, private and unassigned code points:
-# invisible or misleading in a list, a log line or a terminal.
-UNSAFE_CATEGORIES = frozenset(("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"))
-
-
-def _is_uuid(value):
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True
-
-
 def check_name(value):
-    banned = sorted({c for c in value if c in BANNED_NAME_CHARACTERS})
-    if banned:
-        raise ValidationError(f"Name must not contain any of / % & > < (found {' '.join(banned)}).")
-    if value.strip() != value or not value.strip():
-        raise ValidationError("Name must not be blank or start or end with white space.")
-    unsafe = sorted({f"U+{ord(c):04X}" for c in value if unicodedata.category(c) in UNSAFE_CATEGORIES})
-    if unsafe:
-        raise ValidationError(f"Name must not contain control or invisible characters (found {' '.join(unsafe)}).")
-    if value in (".", ".."):
-        raise ValidationError("Name must not be . or .. (HTTP clients rewrite them out of a URL).")
-    if _is_uuid(value):
-        raise ValidationError("Name must not be a UUID: a path segment that parses as one is read as a limit's id.")
-
-
-NAME_RULES = (
-    "1-255 characters; none of / % & > <; no control or invisible characters (Unicode Cc, Cf, Cs, Co, Cn, Zl, Zp); "
-    "no white space at either end; not . or ..; not a UUID (a path segment that parses as one is read as an id)."
-)
+    problem = names.problem(value)
+    if problem:
+        raise ValidationError(problem)
 
 
 def name_field(**kwargs):
-    metadata = {"description": NAME_RULES, **kwargs.pop("metadata", {})}
-    return Str(validate=[validate.Length(min=1, max=255), check_name], metadata=metadata, **kwargs)
+    metadata = {"description": names.DESCRIPTION, "pattern": names.PATTERN, **kwargs.pop("metadata", {})}
+    return Str(validate=[validate.Length(min=1, max=names.MAX_LENGTH), check_name], metadata=metadata, **kwargs)
 
 
 def slots_limit_field(**kwargs):
@@ -119,7 +90,7 @@ def validate_path_name(value):
     from ..errors import Invalid
 
     try:
-        validate.Length(min=1, max=255)(value)
+        validate.Length(min=1, max=names.MAX_LENGTH)(value)
         check_name(value)
     except ValidationError as exc:
         message = " ".join(exc.messages)

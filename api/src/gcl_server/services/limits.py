@@ -6,7 +6,7 @@ import uuid
 
 import peewee
 
-from .. import activity
+from .. import activity, names
 from ..database import db, execute
 from ..errors import Conflict, Invalid, NotFound, PreconditionFailed
 from ..models import ConcurrencyLimit
@@ -56,10 +56,8 @@ def with_runtime(limits, now=None):
 
 
 def _parse_uuid(value):
-    try:
-        return str(uuid.UUID(value))
-    except (ValueError, AttributeError, TypeError):
-        return None
+    """The id a path segment names, when it is written as one (the rule names.py declares), else None."""
+    return str(uuid.UUID(value)) if isinstance(value, str) and names.is_uuid(value) else None
 
 
 def find(id_or_name, lock=False):
