@@ -5,7 +5,8 @@ import uuid
 
 import pytest
 
-from tests.api.test_slots import BASE, Clock, lease, make, release
+from tests.api.test_slots import BASE, lease, make, release
+from tests.conftest import Clock
 
 
 @pytest.fixture

@@ -125,3 +125,22 @@ def test_withdrawing_a_ticket_gives_back_a_lease_granted_at_once_under_it(client
     assert read(client, "db")["active_slots"] == 1
     assert client.delete(f"{BASE}/waiters/{ticket}").status_code == 204
     assert read(client, "db")["active_slots"] == 0 and holders(client) == []
+
+
+@pytest.mark.parametrize("wait_seconds", [0, 2])
+def test_a_reasked_grant_runs_its_full_lease_again_from_the_answer(client, clock, wait_seconds):
+    """The 6-of-5 the fault suite saw after a restart: a grant re-asked 0.4 s into a 0.5 s lease was handed back with
+    0.1 s left, while its client timed the lease (and its renewal) from the answer. A re-ask renews the lease."""
+    from gcl_server.resources.fields import iso_timestamp
+
+    make(client, "db", 1)
+    ticket = str(uuid.uuid4())
+    first = ask(client, "increment-with-lease", ticket, wait_seconds)
+    assert first.status_code == 200
+    clock.advance(50)  # the answer was lost; the client re-asks 50 s into its 60 s lease
+    again = ask(client, "increment-with-lease", ticket, wait_seconds)
+    assert again.status_code == 200 and again.json["lease_id"] == first.json["lease_id"]
+    assert again.json["expires"] == iso_timestamp(clock.now + 60)
+    clock.advance(30)  # past the first expiry, within the renewed one: still held, nobody else admitted
+    assert read(client, "db")["active_slots"] == 1
+    assert lease(client, ["db"]).status_code == 423

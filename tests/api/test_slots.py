@@ -1,30 +1,8 @@
 """The slot engine over HTTP: Prefect's behaviours, and where GCL must do better (exact decay, leases, denied)."""
 
-import time
-
 import pytest
 
 BASE = "/api/v2/concurrency_limits"
-
-
-class Clock:
-    """time.time() under test control: decay and expiry are checked exactly, without sleeping."""
-
-    def __init__(self):
-        self.now = 1_800_000_000.0
-
-    def __call__(self):
-        return self.now
-
-    def advance(self, seconds):
-        self.now += seconds
-
-
-@pytest.fixture
-def clock(monkeypatch):
-    fake = Clock()
-    monkeypatch.setattr(time, "time", fake)
-    return fake
 
 
 def make(client, name, limit, **extra):

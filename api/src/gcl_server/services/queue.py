@@ -84,7 +84,7 @@ def enqueue(rows, request, now, waiter_id=None, owner=None):
 # What a ticket already has, in one statement: a live lease granted under it (directly or handed over), and its
 # waiter row (queued, granted, withdrawn) with the live expiry of that row's lease.
 TICKET = (
-    "SELECT l.id, l.token, l.expires, w.names, w.slots, w.granted_at, w.lease_id, w.token, wl.expires, w.expires "
+    "SELECT l.id, l.token, l.duration, w.names, w.slots, w.granted_at, w.lease_id, w.token, wl.expires, w.expires "
     "FROM (SELECT CAST(? AS VARCHAR(36)) AS t) q LEFT JOIN lease l ON l.ticket = q.t AND l.expires > ? "
     "LEFT JOIN waiter w ON w.id = q.t LEFT JOIN lease wl ON wl.id = w.lease_id"
 )
@@ -99,7 +99,12 @@ def reattach(ticket, limits, deadline, now, owner=None, park=True):
     ticket; a lapsed one; one whose grant's lease has ended: it asks anew). `limits` as the request sees them."""
     row = execute(TICKET, (ticket, now)).fetchone()
     if row[0] is not None:
-        return Grant(limits=limits, lease_id=row[0], token=row[1], expires=row[2])
+        # The client is alive (it asks again) and will time its lease from this answer, not from the lost one: the
+        # lease runs its full duration again from now, or it could end before the client thinks it must renew (a
+        # grant re-asked 0.4 s into a 0.5 s lease had 0.1 s left, and the slot went to a sixth holder of five).
+        expires = now + row[2]
+        execute("UPDATE lease SET expires = ? WHERE id = ?", (expires, row[0]))
+        return Grant(limits=limits, lease_id=row[0], token=row[1], expires=expires)
     names, slots, granted_at, lease_id, token, _, expires = row[3:]
     if names is None:
         return None  # the common case: a first request
