@@ -65,7 +65,9 @@ class EventsIn(MethodView):
             try:
                 stream.serve(ws, auth.actor())
             finally:
-                ws.close()
+                if ws.connected:  # serve() closes with a reason when the client broke the protocol
+                    ws.close()
+                stream.linger(ws.sock)
         finally:
             stream.leave()
         return _Detached(ws.mode)

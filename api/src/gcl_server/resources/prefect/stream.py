@@ -2,7 +2,9 @@
 
 import json
 import logging
+import socket
 import threading
+import time
 
 from marshmallow import ValidationError
 from simple_websocket import ConnectionClosed
@@ -16,6 +18,7 @@ MAX_MESSAGE_BYTES = 256 * 1024
 # (Prefect's client reconnects on its next event, without a log line), and at most 1/8 of the threads hold one, so
 # slot requests never queue behind event sockets. Past that, an upgrade is answered 503 (events are informational).
 IDLE_SECONDS = 10.0
+LINGER_SECONDS = 1.0  # how long a closed socket waits for its client's close before it is dropped
 THREAD_SHARE = 8
 _open = None
 _open_lock = threading.Lock()
@@ -41,6 +44,20 @@ def admit(threads):
 
 def leave():
     _open.release()
+
+
+def linger(sock, seconds=LINGER_SECONDS):
+    """After our close frame: stop sending and read until the client closes too. Closing at once, with the client's
+    last frames (a ping, its own close) unread, answers them with a reset, which can discard our close frame and its
+    reason before the client reads them."""
+    try:
+        sock.shutdown(socket.SHUT_WR)
+        sock.settimeout(seconds)
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and sock.recv(4096):
+            pass
+    except OSError:
+        pass  # reset, timed out, or already closed: nothing more to read
 
 
 def serve(ws, actor):
