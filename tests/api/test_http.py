@@ -1,4 +1,4 @@
-"""The HTTP layer: plain requests on kept-alive connections take gcl_server/h1.py, the rest gunicorn's own path.
+"""The HTTP layer: plain requests on kept-alive connections take gcl_server/serving/h1.py, the rest gunicorn's own path.
 
 Both must give the same answers; the lean one must hand anything unusual back to gunicorn untouched.
 """
@@ -9,7 +9,7 @@ import socket
 import time
 
 import pytest
-from gcl_server import h1
+from gcl_server.serving import h1
 from gunicorn.config import Config
 from gunicorn.http.parser import RequestParser
 from gunicorn.util import unquote_to_wsgi_str

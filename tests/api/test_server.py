@@ -65,7 +65,7 @@ def test_committed_openapi_is_current():
 
 
 def test_idle_kept_alive_connections_never_hold_the_threads_a_request_needs(server_factory):
-    """The worker's threads wait on the kept-alive connection they served (gcl_server/worker.py), but only while
+    """The worker's threads wait on the kept-alive connection they served (gcl_server/serving/worker.py), but only while
     threads are plentiful: with more idle connections than threads, new requests are still served at once (were the
     threads held, each would wait out LINGER_SECONDS, 5 s)."""
     import http.client

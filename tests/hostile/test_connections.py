@@ -1,7 +1,7 @@
 """Connection limits (issue 19, item 3): slow and half-open connections cannot take the server's threads.
 
 Each test runs with the lean HTTP path on and off (GCL_LEAN_HTTP=1 / 0): the kept-alive connections a thread keeps
-serving (worker.py) must be as safe as gthread's own path.
+serving (serving/worker.py) must be as safe as gthread's own path.
 """
 
 import re
@@ -243,7 +243,7 @@ def _refused(sock):
 @LEAN
 def test_workers_share_a_burst_of_connections(server_factory, lean):
     """Two workers with a cap of 600 each take a burst of 1,000 connections without refusing one: the worker that
-    holds more leaves new connections to its sibling (spread.py); without that, the first to call accept() took
+    holds more leaves new connections to its sibling (serving/spread.py); without that, the first to call accept() took
     nearly all of them and refused past its cap while the other sat idle."""
     server = server_factory(workers=2, env={"GCL_LEAN_HTTP": lean, "GCL_MAX_CONNECTIONS": "600"})
     held = [_open(server.port, b"G") for _ in range(1000)]

@@ -142,7 +142,7 @@ def test_wheels_carry_license_metadata_and_data(installed):
     assert meta["License-Expression"] == "Apache-2.0"
     assert meta["Requires-Python"] and meta["Summary"] and meta.get_all("Classifier")
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
-    assert "gcl_server/gunicorn_conf.py" in names
+    assert "gcl_server/serving/gunicorn_conf.py" in names
     assert any(n.startswith("gcl_server/ui/templates/") for n in names)
     for copy in ("api/LICENSE", "sdk-python/LICENSE"):  # the packages ship the repository's license unchanged
         assert (ROOT / copy).read_bytes() == (ROOT / "LICENSE").read_bytes()

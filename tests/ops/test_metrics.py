@@ -157,7 +157,7 @@ def test_dashboard_queries_only_metrics_the_server_exposes(client):
 
 
 def test_metrics_directories_of_killed_masters_are_removed(tmp_path):
-    from gcl_server.telemetry import multiproc
+    from gcl_server.serving import multiproc
 
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     orphan = tmp_path / f"{multiproc.PREFIX}{gone.stdout.strip()}-abc"  # its master is dead

@@ -6,7 +6,7 @@ from flask import Flask
 def create_app(config=None):
     """Build the Flask app: settings (defaults < GCL_* env < config), database (not connected), routes.
 
-    No side effects: no migration, no thread (the serving layer starts those: serving.py, gunicorn_conf.py)."""
+    No side effects: no migration, no thread (the serving layer starts those: serving/)."""
     from flask_smorest import Api as SmorestApi
 
     from . import auth, errors, settings, ui

@@ -50,7 +50,7 @@ def cmd_openapi(args):
 
 
 def cmd_serve(args):
-    conf = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gunicorn_conf.py")
+    conf = os.path.join(os.path.dirname(os.path.abspath(__file__)), "serving", "gunicorn_conf.py")
     # This interpreter's gunicorn, not whichever is first on PATH (or none: a venv used without activating it).
     os.execv(sys.executable, [sys.executable, "-m", "gunicorn", "-c", conf])
 

@@ -19,12 +19,12 @@ DEFAULTS = {
     "THREADS": 256,
     "MAX_CONTENT_LENGTH": 1024 * 1024,
     "FAST_PATH": True,  # serve plainly valid hot slot requests without Flask (fast/)
-    "LEAN_HTTP": True,  # parse plain kept-alive requests with httptools (h1.py, worker.py)
+    "LEAN_HTTP": True,  # parse plain kept-alive requests with httptools (serving/h1.py, serving/worker.py)
     "SQLITE_WRITER": True,  # SQLite under gunicorn: one writer process runs the write transactions (sqlite/)
     "SQLITE_CHECKPOINTER": False,  # set by the serving layer for its workers: the writer copies the WAL back
     "NOTIFY_HOST": "127.0.0.1",  # where this process receives wake-ups for its parked requests (SQLite)
     "LOG_LEVEL": "info",
-    # Serving (gunicorn_conf.py):
+    # Serving (serving/gunicorn_conf.py):
     "HOST": "127.0.0.1",
     "PORT": 4280,
     "WORKERS": 2,

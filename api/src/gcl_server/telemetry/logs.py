@@ -5,11 +5,7 @@ import json
 import logging
 import sys
 
-from gunicorn import glogging
-
 FORMATS = ("text", "json")
-# gunicorn's default access format less %(u)s: the user name of Basic credentials, which may be an API key.
-ACCESS_LOG_FORMAT = '%(h)s %(l)s - %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'
 _RECORD_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
 
 
@@ -30,15 +26,6 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
         return json.dumps(line, default=str, separators=(",", ":"))
-
-
-class JsonLogger(glogging.Logger):
-    """gunicorn's logger with JSON lines (gunicorn's logger_class with GCL_LOG_FORMAT=json); its workers inherit
-    the set-up. It changes no behaviour but the format, so the worker's lean HTTP path stays on."""
-
-    def setup(self, cfg):
-        super().setup(cfg)
-        use_json(cfg.loglevel)
 
 
 def use_json(level="info"):

@@ -10,8 +10,8 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from ..services.metrics import LimitsCollector
 from ..version import VERSION
-from .multiproc import ENV
 
+ENV = "PROMETHEUS_MULTIPROC_DIR"  # set by the serving layer (serving/multiproc.py) before it forks
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 WAIT_BUCKETS = (0.0, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 HANDOFF_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)

@@ -4,12 +4,12 @@ gunicorn master, before it forks), and each worker's runner and sweeper thread (
 import logging
 import os
 
-from . import tx
-from .database import sqlite_path
-from .migrations import migrate_url
-from .services.sweeper import Sweeper
-from .settings import load
-from .sqlite import writer
+from .. import tx
+from ..database import sqlite_path
+from ..migrations import migrate_url
+from ..services.sweeper import Sweeper
+from ..settings import load
+from ..sqlite import writer
 
 log = logging.getLogger(__name__)
 

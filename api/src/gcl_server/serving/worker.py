@@ -8,7 +8,7 @@ serves it directly. It gives the connection back to the poller (gthread's own pa
 LINGER_SECONDS, when the worker is stopping, or at once when threads run short: parked waiters hold threads too, and
 a release must always find one.
 
-Requests after the first on such a connection are parsed and answered by gcl_server/h1.py when they are plainly
+Requests after the first on such a connection are parsed and answered by serving/h1.py when they are plainly
 simple (most of a fleet's traffic), and by gunicorn otherwise.
 """
 
@@ -22,9 +22,10 @@ import time
 from gunicorn import glogging, util
 from gunicorn.workers.gthread import ThreadWorker
 
-from . import h1, settings
-from .fds import readable
-from .telemetry.logs import JsonLogger
+from .. import settings
+from ..fds import readable
+from . import h1
+from .logs import JsonLogger
 
 LINGER_SECONDS = 5.0  # an idle connection goes back to the poller after this long
 RECV_BYTES = 64 * 1024
