@@ -30,14 +30,25 @@ DEFAULTS = {
     "WORKERS": 2,
     "MAX_CONNECTIONS": 4096,  # per worker; beyond: 503 + Retry-After
     "KEEPALIVE_SECONDS": 30,  # an idle kept-alive connection closes after this
+    "HEAD_TIMEOUT_SECONDS": 5.0,  # a request must arrive whole this long after its first byte (serving/connections.py)
     "ACCESS_LOG": "",  # "-": requests to stdout
     "CONTROL_SOCKET": "",  # gunicorn's control socket; none by default (one shared path per user)
     "LOG_FORMAT": "text",  # "json": one JSON object per log line, and a line per request (telemetry/logs.py)
+    # Read from the environment under other tools' names:
+    "SCRIPT_NAME": "",  # the WSGI mount point gunicorn applies; set, the lean HTTP path stands aside
+    "PROMETHEUS_MULTIPROC_DIR": "",  # set by the serving layer for its workers: where their metrics meet
 }
 
 
 def _flag(value):
     return value.lower() not in ("0", "false", "no", "off")
+
+
+def _positive(value):
+    number = float(value)
+    if not number > 0:
+        raise ValueError("must be > 0")
+    return number
 
 
 def _log_format(value):
@@ -71,9 +82,12 @@ ENVIRONMENT = {
     "WORKERS": ("GCL_WORKERS", int),
     "MAX_CONNECTIONS": ("GCL_MAX_CONNECTIONS", int),
     "KEEPALIVE_SECONDS": ("GCL_KEEPALIVE_SECONDS", int),
+    "HEAD_TIMEOUT_SECONDS": ("GCL_HEAD_TIMEOUT_SECONDS", _positive),
     "ACCESS_LOG": ("GCL_ACCESS_LOG", str),
     "CONTROL_SOCKET": ("GCL_CONTROL_SOCKET", str),
     "LOG_FORMAT": ("GCL_LOG_FORMAT", _log_format),
+    "SCRIPT_NAME": ("SCRIPT_NAME", str),
+    "PROMETHEUS_MULTIPROC_DIR": ("PROMETHEUS_MULTIPROC_DIR", str),
 }
 
 
@@ -101,6 +115,12 @@ def load(explicit=None, environ=None):
         # Parked requests hold a gthread thread each: keep a reserve so releases are always served.
         settings["MAX_WAITERS"] = max(1, settings["THREADS"] - max(8, settings["THREADS"] // 8))
     return settings
+
+
+def hand_down(key, value):
+    """Give a setting to the processes this one forks from now on (gunicorn's workers), through the variable their
+    settings read (and, for PROMETHEUS_MULTIPROC_DIR, prometheus_client reads)."""
+    os.environ[ENVIRONMENT[key][0]] = value
 
 
 def default_database_url(data_dir):

@@ -22,7 +22,6 @@ import contextlib
 import errno
 import heapq
 import json
-import os
 import resource
 import select
 import selectors
@@ -39,10 +38,10 @@ from gunicorn.http2 import negotiation
 from gunicorn.workers import base
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
+from .. import settings
 from . import spread
 from .worker import KeepAliveThreadWorker
 
-HEAD_TIMEOUT_SECONDS = 5.0
 BUFFERED_BYTES = 256 * 1024  # a request up to this size is read whole before a thread sees it
 RECV_BYTES = 64 * 1024
 REFUSED_LINGER_SECONDS = 1.0  # a refused connection stays open this long for its 503 to be read
@@ -50,15 +49,6 @@ PAUSE_SECONDS = 0.02  # a worker that steps back for a sibling (spread.py) accep
 MAX_REFUSED = 256  # refused connections lingering at once (beyond: closed at once)
 NEXT_GRACE_SECONDS = 0.02  # a kept-alive connection's thread waits this long for the rest of a request
 PARKED = "parked"  # _handle_next's answer for a kept-alive connection whose next request is not whole yet
-
-
-def head_timeout(environ=None):
-    environ = os.environ if environ is None else environ
-    raw = environ.get("GCL_HEAD_TIMEOUT_SECONDS") or ""
-    value = float(raw) if raw.strip() else HEAD_TIMEOUT_SECONDS
-    if not value > 0:
-        raise ValueError(f"GCL_HEAD_TIMEOUT_SECONDS must be > 0, not {raw!r}")
-    return value
 
 
 def _answer(code, reason, message, headers=""):
@@ -164,7 +154,7 @@ class GuardedWorker(KeepAliveThreadWorker):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.head_timeout = head_timeout()
+        self.head_timeout = settings.load()["HEAD_TIMEOUT_SECONDS"]
         self.max_connections = self.cfg.worker_connections
         self._guard = False
         self._reading = {}  # fileno -> _Reading

@@ -2,30 +2,26 @@
 gunicorn master, before it forks), and each worker's runner and sweeper thread (after it loaded the app)."""
 
 import logging
-import os
 
-from .. import tx
+from .. import settings, tx
 from ..database import sqlite_path
 from ..migrations import migrate_url
 from ..services.sweeper import Sweeper
-from ..settings import load
 from ..sqlite import writer
 
 log = logging.getLogger(__name__)
 
-CHECKPOINTER_ENV = "GCL_SQLITE_CHECKPOINTER"  # tells the workers' settings that the writer copies the WAL back
 
-
-def prepare(settings=None):
+def prepare(own=None):
     """Before serving (gunicorn's master, once): migrate; with SQLite, start the writer. Returns the writer or None."""
-    settings = settings or load()
-    url = settings["DATABASE_URL"]
+    own = own or settings.load()
+    url = own["DATABASE_URL"]
     migrate_url(url)
-    if not (sqlite_path(url) and settings["SQLITE_WRITER"]):
+    if not (sqlite_path(url) and own["SQLITE_WRITER"]):
         return None
     proc = writer.start()
     if proc is not None:
-        os.environ[CHECKPOINTER_ENV] = "1"  # the workers fork after this: their commits need not checkpoint
+        settings.hand_down("SQLITE_CHECKPOINTER", "1")  # the workers fork after this: their commits need not checkpoint
     return proc
 
 

@@ -5,7 +5,8 @@ import os
 import shutil
 import tempfile
 
-ENV = "PROMETHEUS_MULTIPROC_DIR"
+from .. import settings
+
 PREFIX = "gcl-metrics-"
 
 
@@ -14,7 +15,7 @@ def prepare():
     survive worker restarts, never a previous run's. Directories that killed masters left behind go first."""
     remove_orphans()
     path = tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-")
-    os.environ[ENV] = path
+    settings.hand_down("PROMETHEUS_MULTIPROC_DIR", path)
     return path
 
 

@@ -48,7 +48,7 @@ class KeepAliveThreadWorker(ThreadWorker):
 
     def _lean_allowed(self):
         """h1.py skips gunicorn's per-request hooks, access log and TLS/proxy handling: only when none is on."""
-        cfg = self.cfg
+        cfg, own = self.cfg, settings.load()
         defaults = all(
             cfg.settings[name].value is cfg.settings[name].default for name in ("pre_request", "post_request")
         )
@@ -59,8 +59,8 @@ class KeepAliveThreadWorker(ThreadWorker):
             and not cfg.is_ssl
             and cfg.proxy_protocol in (False, "off", None)
             and getattr(cfg, "protocol", "http") == "http"
-            and not os.environ.get("SCRIPT_NAME")
-            and settings.load()["LEAN_HTTP"]
+            and not own["SCRIPT_NAME"]
+            and own["LEAN_HTTP"]
         )
 
     def init_process(self):

@@ -2,8 +2,7 @@
 (prometheus_client's multiprocess mode, PROMETHEUS_MULTIPROC_DIR set by the serving layer), plus gauges read from
 the database (services/metrics.py), which every worker and node answers alike."""
 
-import os
-
+from flask import current_app
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -11,7 +10,6 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from ..services.metrics import LimitsCollector
 from ..version import VERSION
 
-ENV = "PROMETHEUS_MULTIPROC_DIR"  # set by the serving layer (serving/multiproc.py) before it forks
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 WAIT_BUCKETS = (0.0, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 HANDOFF_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
@@ -92,8 +90,9 @@ def registry():
     global _registry
     if _registry is None:
         registry = CollectorRegistry(auto_describe=False)
-        if os.environ.get(ENV):
-            MultiProcessCollector(registry)
+        shared = current_app.config["PROMETHEUS_MULTIPROC_DIR"]  # set by the serving layer (serving/multiproc.py)
+        if shared:
+            MultiProcessCollector(registry, path=shared)
         else:
             for metric in _own:
                 registry.register(metric)
