@@ -7,10 +7,12 @@ def create_app(config=None):
     """Build the Flask app: settings (defaults < GCL_* env < config), database (not connected), routes.
 
     No side effects: no migration, no thread (the serving layer starts those: serving/)."""
+    # Lazy on purpose: gunicorn's master imports gcl_server before it sets up prometheus_client's multiprocess mode.
     from flask_smorest import Api as SmorestApi
 
     from . import auth, errors, settings, ui
     from .database import connection_hooks, db, open_database
+    from .fast import FastSlots
     from .resources.health.routes import blp as health_blp
     from .resources.health.routes import metrics_blp
     from .resources.limits.routes import blp as limits_blp
@@ -47,8 +49,6 @@ def create_app(config=None):
     errors.register(app)
     app.before_request(auth.check_api_key)
     if app.config["FAST_PATH"]:
-        from .fast import FastSlots
-
         app.wsgi_app = FastSlots(app, app.wsgi_app)
     telemetry.install(app)  # outermost: per-route metrics and request logs cover the fast path too
     return app

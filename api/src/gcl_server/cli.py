@@ -5,10 +5,13 @@ import json
 import os
 import sys
 
+from . import create_app
+from .migrations import migrate_url
+from .settings import load
+from .version import VERSION
+
 
 def _openapi_text():
-    from . import create_app
-
     # No database is opened: create_app only names it, and the document is built from the routes alone. It
     # describes a server with API keys (a bearer key required wherever a scope is declared); a server without keys
     # serves its own document, where the key is optional.
@@ -19,9 +22,6 @@ def _openapi_text():
 
 
 def cmd_migrate(args):
-    from .migrations import migrate_url
-    from .settings import load
-
     url = load()["DATABASE_URL"]
     applied = migrate_url(url)
     print(f"migrations applied: {applied or 'none (up to date)'}")
@@ -56,8 +56,6 @@ def cmd_serve(args):
 
 
 def main(argv=None):
-    from .version import VERSION
-
     parser = argparse.ArgumentParser(prog="gcl-server", description="GCL control plane")
     parser.add_argument("--version", action="version", version=f"gcl-server {VERSION}")
     sub = parser.add_subparsers(dest="command", required=True)
