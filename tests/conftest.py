@@ -59,6 +59,7 @@ class Server:
             )
         self.proc = None
         self.log_path = self.data_dir / f"server-{self.port}.log"
+        self.checkout = ROOT  # whose api/gunicorn.conf.py starts it (the bench may point at another tree)
 
     def auth_headers(self):
         """A bearer header for the server's first API key, when it has any."""
@@ -83,8 +84,8 @@ class Server:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the server's lifetime
         self.proc = subprocess.Popen(
-            [str(BIN / "gunicorn"), "-c", str(ROOT / "api" / "gunicorn.conf.py")],
-            cwd=ROOT,
+            [str(BIN / "gunicorn"), "-c", str(self.checkout / "api" / "gunicorn.conf.py")],
+            cwd=self.checkout,
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
