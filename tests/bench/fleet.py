@@ -359,27 +359,34 @@ class Phase:
                     tx["locked"] = _log_time(m.string)
                 continue
             text = m.group(3)
-            word = text.split(None, 1)[0].upper() if text.strip() else "?"
+            # One round trip may carry several statements (the engine sends BEGIN with its first statement and
+            # COMMIT with its last writes): it opens a transaction if its first is BEGIN, ends one if its last is
+            # COMMIT or ROLLBACK, and is labelled by its first.
+            words = [part.split(None, 1)[0].upper() for part in text.split(";") if part.strip()] or ["?"]
+            word, last = words[0], words[-1]
             kinds[word] = kinds.get(word, 0) + 1
             pid, at = m.group(1), _log_time(m.string)
             if word in ("BEGIN", "START"):
-                in_tx[pid] = {"begin": at, "locked": None, "round_trips": 1}
-            elif word in ("COMMIT", "END", "ROLLBACK", "ABORT"):
-                tx = in_tx.pop(pid, None)
-                commits += word in ("COMMIT", "END")
-                if tx is not None:  # from BEGIN (and from taking a limit's row lock) to the COMMIT arriving
-                    tx_ms.append((at - tx["begin"]) * 1000)
-                    tx_round_trips.append(tx["round_trips"] + 1)
-                    if tx["locked"] is not None:
-                        hold_ms.append((at - tx["locked"]) * 1000)
-            elif pid not in in_tx:
+                in_tx[pid] = {"begin": at, "locked": None, "round_trips": 0}
+            elif pid not in in_tx and last not in ("COMMIT", "END", "ROLLBACK", "ABORT"):
                 implicit += 1
-            else:
-                tx = in_tx[pid]
+                continue
+            tx = in_tx.get(pid)
+            if tx is not None:
                 tx["round_trips"] += 1
-                locks = "concurrency_limit" in text and ("FOR UPDATE" in text or text.lstrip().startswith("UPDATE"))
+                locks = "concurrency_limit" in text and (
+                    "FOR UPDATE" in text or re.search(r"(^|;)\s*UPDATE concurrency_limit", text) is not None
+                )
                 if locks and tx["locked"] is None:
                     tx["locked"] = at
+            if last in ("COMMIT", "END", "ROLLBACK", "ABORT"):
+                tx = in_tx.pop(pid, None)
+                commits += last in ("COMMIT", "END")
+                if tx is not None:  # from BEGIN (and from taking a limit's row lock) to the COMMIT arriving
+                    tx_ms.append((at - tx["begin"]) * 1000)
+                    tx_round_trips.append(tx["round_trips"])
+                    if tx["locked"] is not None:
+                        hold_ms.append((at - tx["locked"]) * 1000)
         calls = sum(r[1] for r in self.statements)
         exec_ms = sum(r[2] for r in self.statements)
         per = (lambda v: round(v / ops, 3)) if ops else (lambda v: None)

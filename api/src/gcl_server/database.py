@@ -126,13 +126,25 @@ class PostgresDialect(Dialect):
 
     @contextlib.contextmanager
     def write_tx(self, held=False):
-        with self.database.atomic():
-            _deferred.statements = []  # see defer(): sent with the next statement, or before the commit
-            try:
-                yield
-                flush()
-            finally:
+        """A transaction whose BEGIN goes out with its first statement and whose COMMIT goes out with its last
+        deferred writes (see defer()): an uncontended acquire is two round trips, not seven. peewee counts it as
+        open, so an atomic() inside it is a savepoint."""
+        database = self.database
+        _deferred.statements, _deferred.sent, _deferred.drawn = [("BEGIN", ())], False, {}
+        _deferred.database = database  # the migrations' database is not the one db stands for
+        database.connect(reuse_if_open=True)  # (connecting forgets the transactions peewee counts)
+        database.push_transaction(self)
+        try:
+            yield
+            flush(finish="COMMIT")
+        except BaseException:
+            if _deferred.sent:  # a statement went out: the transaction is open (or aborted) on the server
                 _deferred.statements = None
+                _rollback_quietly(database)
+            raise
+        finally:
+            database.pop_transaction()
+            _deferred.statements = _deferred.drawn = _deferred.database = None
 
     def try_write_lock(self):
         return False  # rows are locked inside the transaction
@@ -298,6 +310,7 @@ def execute(query, params=()):
     if pending:
         query, params = _joined(pending, query, params)
         pending.clear()
+        _deferred.sent = True
     with _errors:
         cursor = database.cursor()
         cursor.execute(query, params)
@@ -315,14 +328,45 @@ def defer(query, params=()):
         pending.append((sql(query, db.obj.dialect.param), params))
 
 
-def flush():
-    """Send the deferred statements now (before a commit)."""
+def flush(finish=None):
+    """Send the deferred statements now, and `finish` (the COMMIT) after them in the same round trip. A transaction
+    that never sent a statement has nothing on the server to commit."""
     pending = getattr(_deferred, "statements", None)
-    if pending:
-        query, params = _joined(pending[:-1], *pending[-1])
-        pending.clear()
+    if not pending:
+        if finish is None or not _deferred.sent:
+            return
+        pending = [(finish, ())]
+    elif finish is not None:
+        if not _deferred.sent and pending == [("BEGIN", ())]:
+            pending.clear()
+            return
+        pending.append((finish, ()))
+    query, params = _joined(pending[:-1], *pending[-1])
+    pending.clear()
+    _deferred.sent = True
+    with _errors:
+        (_deferred.database or db.obj).cursor().execute(query, params)
+
+
+def drawn(counter):
+    """The value of a counter (a sequence) this PostgreSQL transaction drew ahead with its first read, else None."""
+    ahead = getattr(_deferred, "drawn", None)
+    return ahead.pop(counter, None) if ahead else None
+
+
+def draw_ahead(**values):
+    """Keep counter values drawn ahead (in the statement that read the rows) for this transaction's drawn()."""
+    if getattr(_deferred, "drawn", None) is not None:
+        _deferred.drawn.update(values)
+
+
+def _rollback_quietly(database):
+    """End an aborted transaction; a connection that broke under it is left for the pool to discard."""
+    try:
         with _errors:
-            db.obj.cursor().execute(query, params)
+            database.cursor().execute("ROLLBACK")
+    except (peewee.PeeweeException, psycopg2.Error) as exc:
+        log.debug("rollback failed: %s", exc)
 
 
 def _joined(pending, query, params):

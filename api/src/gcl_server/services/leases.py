@@ -5,7 +5,7 @@ import time
 import uuid
 
 from .. import activity
-from ..database import db, defer, execute
+from ..database import db, defer, drawn, execute
 from .admission import needs_lease
 from .decay import decayed, denied_rate
 from .outcomes import Grant
@@ -18,7 +18,10 @@ def new_lease(rows, now, lease_seconds, anonymous):
     """(lease id, fencing token) for a grant that will hold a lease, else (None, None)."""
     if not needs_lease(rows, lease_seconds, anonymous):
         return None, None
-    return str(uuid.uuid4()), execute(db.obj.dialect.next_token_sql()).fetchone()[0]
+    token = drawn("fencing_token")  # PostgreSQL: drawn by the read that locked the rows
+    if token is None:
+        token = execute(db.obj.dialect.next_token_sql()).fetchone()[0]
+    return str(uuid.uuid4()), token
 
 
 def grant(rows, request, now, lease=None, queued=None, ticket=None):

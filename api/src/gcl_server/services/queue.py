@@ -11,12 +11,12 @@ import uuid
 from typing import NamedTuple
 
 from .. import activity
-from ..database import db, defer, execute
+from ..database import db, defer, drawn, execute
 from . import notify
 from .admission import blocked, needs_lease
 from .leases import grant, new_lease
 from .outcomes import AcquireRequest, Grant, MinimalLimit
-from .rows import after_grant, lock_limits, marks
+from .rows import COLUMNS, FIELDS, LEASED_COLUMN, LOCK_IDS, LOCKED, after_grant, limit_row, lock_limits, marks
 
 GRACE_SECONDS = 5.0  # a detached waiter keeps its place this long for its re-issued request
 
@@ -49,9 +49,11 @@ def enqueue(rows, request, now, waiter_id=None, owner=None):
     before it hears back."""
     dialect = db.obj.dialect
     waiter_id = waiter_id or str(uuid.uuid4())
-    # PostgreSQL: the sequence value is taken by the INSERT itself (one round trip, not two).
-    expr = dialect.next_token_expr("waiter_seq")
-    seq = None if expr else execute(dialect.next_token_sql("waiter_seq")).fetchone()[0]
+    # PostgreSQL: the sequence value was drawn by the read that locked the rows, or is taken by the INSERT itself.
+    seq = drawn("waiter_seq")
+    expr = None if seq is not None else dialect.next_token_expr("waiter_seq")
+    if seq is None and not expr:
+        seq = execute(dialect.next_token_sql("waiter_seq")).fetchone()[0]
     insert = (
         "INSERT INTO waiter (id, seq, names, slots, mode, lease_seconds, anonymous, holder, owner, attached, expires,"
         f" created, actor) VALUES (?, {expr or '?'}, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -93,11 +95,18 @@ TICKET = (
 GRANT_RECORD_SECONDS = 60.0  # a grant without a lease (a rate limit) is found by its retry this long
 
 
-def reattach(ticket, limits, deadline, now, owner=None, park=True):
+def ticket_query(ticket, now):
+    """The TICKET query for a ticket (sql, params), None without one: the acquisition reads it with its rows."""
+    return (TICKET, (ticket, now)) if ticket else None
+
+
+def reattach(ticket, limits, deadline, now, owner=None, park=True, row=None):
     """A request carrying a ticket: the Grant it already has (a live lease, or a lease-less grant), 'waiting' (its
     place kept and attached again), 'kept' (queued, but this request may not park), 'withdrawn', or None (a new
-    ticket; a lapsed one; one whose grant's lease has ended: it asks anew). `limits` as the request sees them."""
-    row = execute(TICKET, (ticket, now)).fetchone()
+    ticket; a lapsed one; one whose grant's lease has ended: it asks anew). `limits` as the request sees them; `row`:
+    the TICKET row read already under the limits' locks."""
+    if row is None:
+        row = execute(TICKET, (ticket, now)).fetchone()
     if row[0] is not None:
         # The client is alive (it asks again) and will time its lease from this answer, not from the lost one: the
         # lease runs its full duration again from now, or it could end before the client thinks it must renew (a
@@ -179,24 +188,48 @@ class Candidate(NamedTuple):
     limits: set  # the ids of the limits it queues on
 
 
+CANDIDATES = (
+    "SELECT w.id, w.seq, w.names, w.slots, w.lease_seconds, w.anonymous, w.holder, w.owner, w.actor, w.created, "
+    "all_wl.limit_id{extra} "
+    "FROM waiter w JOIN waiter_limit all_wl ON all_wl.waiter_id = w.id{join} WHERE w.id IN "
+    "(SELECT waiter_id FROM waiter_limit WHERE limit_id IN ({ids})) "
+    "AND w.granted_at IS NULL AND w.attached = ? AND w.expires > ? ORDER BY w.seq LIMIT ?"
+)
+# PostgreSQL: the limits are locked first (in the same round trip) and each pair carries its limit's row when this
+# transaction holds it, read after the lock: the turn needs no round trip of its own to lock and read them.
+LOCKED_LIMITS = f"locked AS (SELECT {COLUMNS}, {LEASED_COLUMN} AS leased FROM concurrency_limit WHERE {LOCKED})"
+
+
 def _candidates(limit_ids, now):
-    """Attached, ungranted waiters queued on any of these limits, oldest first, each with all of its limits."""
-    pairs = execute(
-        "SELECT w.id, w.seq, w.names, w.slots, w.lease_seconds, w.anonymous, w.holder, w.owner, w.actor, w.created, "
-        "all_wl.limit_id "
-        "FROM waiter w JOIN waiter_limit all_wl ON all_wl.waiter_id = w.id WHERE w.id IN "
-        f"(SELECT waiter_id FROM waiter_limit WHERE limit_id IN ({marks(limit_ids)})) "
-        "AND w.granted_at IS NULL AND w.attached = ? AND w.expires > ? ORDER BY w.seq LIMIT ?",
-        (*limit_ids, True, now, MAX_CANDIDATES),
-    ).fetchall()
-    found = {}
-    for waiter_id, seq, names, slots, lease_seconds, anonymous, holder, owner, actor, created, limit_id in pairs:
+    """Attached, ungranted waiters queued on any of these limits, oldest first, each with all of its limits; and
+    the rows of these limits, locked (PostgreSQL; else [])."""
+    ids = marks(limit_ids)
+    params = (*limit_ids, True, now, MAX_CANDIDATES)
+    dialect = db.obj.dialect
+    if dialect.lock_rows:
+        query = (
+            LOCK_IDS.format(ids=ids, lock=dialect.lock_rows)
+            + f"; WITH {LOCKED_LIMITS} "
+            + CANDIDATES.format(
+                extra=", " + ", ".join(f"locked.{f}" for f in (*FIELDS, "leased")),
+                join=" LEFT JOIN locked ON locked.id = all_wl.limit_id",
+                ids=ids,
+            )
+        )
+        pairs = execute(query, (*limit_ids, now, *params)).fetchall()
+    else:
+        pairs = execute(CANDIDATES.format(extra="", join="", ids=ids), params).fetchall()
+    found, locked = {}, {}
+    for pair in pairs:
+        waiter_id, seq, names, slots, lease_seconds, anonymous, holder, owner, actor, created, limit_id = pair[:11]
         if waiter_id not in found:
             holder = json.loads(holder) if holder else None
             request = AcquireRequest(json.loads(names), slots, "", lease_seconds, holder, bool(anonymous), actor=actor)
             found[waiter_id] = Candidate(waiter_id, seq, request, owner, created, set())
         found[waiter_id].limits.add(limit_id)
-    return list(found.values())
+        if len(pair) > 11 and pair[11] is not None:
+            locked[limit_id] = limit_row(pair[11:21], pair[21])
+    return list(found.values()), list(locked.values())
 
 
 def hand_off(limit_ids, now, freed_at=None):
@@ -204,10 +237,11 @@ def hand_off(limit_ids, now, freed_at=None):
 
     freed_at: when the request that freed the slots reached the server (None: they freed by time, or unknown)."""
     limit_ids = list(limit_ids)
-    candidates = _candidates(limit_ids, now) if limit_ids else []
+    candidates, locked = _candidates(limit_ids, now) if limit_ids else ([], [])
     if not candidates:
         return
     turn = _Turn(set(limit_ids), now, freed_at)
+    turn.known.update((r.name, r) for r in locked)
     for candidate in candidates:
         turn.consider(candidate)
         if turn.considered <= turn.stuck:

@@ -20,13 +20,13 @@ from .queue import (
     grant_of,
     hand_off,
     lease_lost,
-    queued_ahead,
     reattach,
     record_grant,
     sweep_waiters,
+    ticket_query,
     waiter_row,
 )
-from .rows import lock_limits, minimal
+from .rows import lock_for_acquire, lock_limits, minimal
 
 
 @transactional
@@ -35,14 +35,15 @@ def acquire_tx(request, waiter_id=None, owner=None):
     refusal. waiter_id: the id to queue under (its ticket, or one chosen for it), None when the request may not park;
     owner: the wake-up address of the process where it parks."""
     now = time.time()
-    rows = lock_limits(request.names, now)
+    # One round trip on PostgreSQL: the rows locked, their leased slots and queues, and what the ticket has.
+    rows, ticket_row = lock_for_acquire(request.names, now, ticket_query(request.ticket, now))
     validate(rows, request.slots, request.mode)
     if request.ticket:  # a first request, or a retry (after a 503, a broken connection, a wait that ended): which?
-        known = _known_ticket(request, rows, now, owner)
+        known = _known_ticket(request, rows, now, owner, ticket_row)
         if known is not None:
             return known
     in_the_way = blocked(rows, request.slots, now)
-    if not in_the_way and not queued_ahead([r.id for r in rows if r.active], now):
+    if not in_the_way and not any(r.queued for r in rows if r.active):
         return _grant_now(request, rows, now)
     record_denied(rows, request.slots, now)  # refused, or queued: either way these slots were not free for it
     later = retry_after(in_the_way, request.slots, now)
@@ -54,10 +55,10 @@ def acquire_tx(request, waiter_id=None, owner=None):
     return Queued(waiter_id, minimal(rows), request.slots, in_the_way, now)
 
 
-def _known_ticket(request, rows, now, owner):
+def _known_ticket(request, rows, now, owner, ticket_row=None):
     """What a ticket already has: its grant, its kept place (queued again), a refusal; None for a new ticket."""
-    ticket = request.ticket
-    state = reattach(ticket, minimal(rows), now + request.wait_seconds, now, owner, park=request.wait_seconds > 0)
+    ticket, deadline, park = request.ticket, now + request.wait_seconds, request.wait_seconds > 0
+    state = reattach(ticket, minimal(rows), deadline, now, owner, park=park, row=ticket_row)
     if isinstance(state, Grant):
         return state  # the grant it already has: never a second one
     if state == "waiting":
