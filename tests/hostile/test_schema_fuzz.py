@@ -61,6 +61,7 @@ def test_the_served_openapi_document_holds_under_fuzzing(server, tmp_path, figur
     # cwd: Schemathesis keeps its example database (.hypothesis) in the working directory.
     result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=BUDGET_SECONDS + 100)
     report = json.loads((tmp_path / "report.json").read_text())
+    (tmp_path / "schemathesis.txt").write_text(result.stdout)
     cases = report["test_cases"]
     figures.append(
         f"schema fuzzing ({'with' if keyed else 'without'} API keys, {BUDGET_SECONDS} s): "
@@ -69,32 +70,11 @@ def test_the_served_openapi_document_holds_under_fuzzing(server, tmp_path, figur
     )
     assert cases["generated"] > 500, result.stdout[-3000:]
     assert report["errors"] == [], result.stdout[-20000:]
-    if not report["failures"]:
-        assert result.returncode == 0, result.stdout[-5000:]
-        return
-    blocks = _failure_blocks(result.stdout)
-    unowned = [block for block in blocks if _pending(block) is None]
-    (tmp_path / "schemathesis.txt").write_text(result.stdout)
-    heads = [block.splitlines()[:3] for block in unowned]
-    assert blocks and not unowned, f"{heads}\n\n" + "\n\n".join(unowned or [result.stdout[-20000:]])[:30000]
-    owners = sorted({_pending(block) for block in blocks})
-    pytest.xfail(f"{len(blocks)} failures, all in work still open: {'; '.join(owners)}")
-
-
-# Failures already known and owned elsewhere (issue 19), each recognised by a phrase of Schemathesis' own report
-# (never one that every block carries, like the Authorization header of the reproducing curl).
-# The test fails on any other failure, and must pass once these are fixed: delete an entry when its work lands.
-PENDING = [
-    ("`Authorization`", "lead: the document's Authorization header and security do not match the server's keys"),
-    ("'Authorization' header", "lead: the document's Authorization header and security do not match the server's keys"),
-    ("API accepts", "lead: the document's security does not match the server's keys (ST401)"),
-    ("Expected 401 or 403", "lead: the document's security does not match the server's keys (ST401)"),
-    ("Name must not", "lead: the name rules (control characters, white space) are not in the schema"),
-    ("CSRF protection is disabled", "PREFECT: /api/csrf-token answers 422 when CSRF is off (undocumented)"),
-    ("/api/events/in", "PREFECT: the events websocket answers a plain GET 400 (undocumented)"),
-    ("Allow header mismatch", "ENGINE: automatic OPTIONS lists /{id_or_name}'s methods on fixed paths"),
-    ("active_slots can only be set to 0", "PREFECT: PATCH's active_slots is documented as any integer, not [0]"),
-]
+    failures = _failure_blocks(result.stdout)
+    assert not report["failures"] and not failures, (
+        f"{len(failures)} failures:\n\n" + "\n\n".join(failures or [result.stdout[-20000:]])[:30000]
+    )
+    assert result.returncode == 0, result.stdout[-5000:]
 
 
 def _failure_blocks(stdout):
@@ -109,7 +89,3 @@ def _failure_blocks(stdout):
         elif current is not None:
             current.append(line)
     return ["\n".join(block) for block in blocks]
-
-
-def _pending(block):
-    return next((owner for phrase, owner in PENDING if phrase in block), None)

@@ -13,6 +13,7 @@ def create_app(config=None):
     from . import auth, errors, settings, ui
     from .database import connection_hooks, db, open_database
     from .fast import FastSlots
+    from .resources.fields import SchemaRules
     from .resources.health.routes import blp as health_blp
     from .resources.health.routes import metrics_blp
     from .resources.limits.routes import blp as limits_blp
@@ -42,7 +43,7 @@ def create_app(config=None):
     class Api(SmorestApi):
         ERROR_SCHEMA = errors.ErrorSchema  # the envelope every error really carries
 
-    api = Api(app)
+    api = Api(app, spec_kwargs={"extra_plugins": [SchemaRules()]})  # rules across fields, on their schemas
     for blueprint in (limits_blp, slots_blp, health_blp, metrics_blp, prefect_blp):
         api.register_blueprint(blueprint)
     ui.register(app, api)  # the Concurrency page at / and /ui/..., Swagger UI (vendored, pinned) at /api/docs

@@ -3,6 +3,8 @@
 import datetime as dt
 import math
 
+from apispec import BasePlugin
+from apispec.ext.marshmallow.common import resolve_schema_cls
 from marshmallow import ValidationError, fields, validate
 
 from .. import names
@@ -73,7 +75,9 @@ def check_name(value):
 
 
 def name_field(**kwargs):
-    metadata = {"description": names.DESCRIPTION, "pattern": names.PATTERN, **kwargs.pop("metadata", {})}
+    """A limit's name: names.problem() decides, and the document shows the same rule (pattern, not, maxLength)."""
+    rule = {key: value for key, value in names.json_schema().items() if key in ("pattern", "not", "description")}
+    metadata = {**rule, **kwargs.pop("metadata", {})}
     return Str(validate=[validate.Length(min=1, max=names.MAX_LENGTH), check_name], metadata=metadata, **kwargs)
 
 
@@ -85,14 +89,10 @@ def decay_field(**kwargs):
     return Number(validate=validate.Range(min=0, max=1e9), **kwargs)
 
 
-def validate_path_name(value):
-    """The name in a PUT path obeys the same rule as a name in a body."""
-    from ..errors import Invalid
+class SchemaRules(BasePlugin):
+    """Shows a schema's rules across its fields in its OpenAPI component: the JSON Schema keywords (anyOf, ...) of its
+    class attribute OPENAPI_RULES, declared beside the fields they bind."""
 
-    try:
-        validate.Length(min=1, max=names.MAX_LENGTH)(value)
-        check_name(value)
-    except ValidationError as exc:
-        message = " ".join(exc.messages)
-        raise Invalid(f"Invalid request: name: {message}", errors={"path": {"name": exc.messages}}) from None
-    return value
+    def schema_helper(self, name, definition, **kwargs):
+        schema = kwargs.get("schema")
+        return dict(getattr(resolve_schema_cls(schema), "OPENAPI_RULES", {})) if schema is not None else None

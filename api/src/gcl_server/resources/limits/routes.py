@@ -7,7 +7,6 @@ from ...auth import Blueprint
 from ...services import limits as service
 from ...services import slots as engine
 from ...services import waiting
-from ..fields import validate_path_name
 from .schemas import (
     ActivityQuerySchema,
     ActivitySchema,
@@ -18,6 +17,7 @@ from .schemas import (
     LimitPutSchema,
     LimitSchema,
     LimitUpdateSchema,
+    NamePathSchema,
     WaiterSchema,
 )
 
@@ -83,13 +83,13 @@ class Limit(MethodView):
     @blp.requires("admin")
     @blp.arguments(IfMatchSchema(), location="headers")
     @blp.arguments(LimitPutSchema())
+    @blp.arguments(NamePathSchema(), location="path")
     @blp.response(200, LimitSchema, headers=ETAG_HEADER)
     @blp.alt_response(201, schema=LimitSchema, description="Created")
     @blp.alt_response(412, description="If-Match does not match")
-    def put(self, headers, data, id_or_name):
+    def put(self, headers, data, path, id_or_name):
         """Create or replace a limit by name (idempotent)"""
-        name = validate_path_name(id_or_name)
-        limit, created = service.upsert(name, data, headers.get("if_match"), actor=auth.actor())
+        limit, created = service.upsert(path["id_or_name"], data, headers.get("if_match"), actor=auth.actor())
         return _with_etag(limit, 201 if created else 200)
 
     @blp.requires("admin")

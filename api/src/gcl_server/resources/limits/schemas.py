@@ -2,6 +2,7 @@
 
 from marshmallow import Schema, fields, validate
 
+from ...services import limits as service
 from ..fields import Bool, Int, Str, Timestamp, decay_field, name_field, slots_limit_field
 
 
@@ -19,6 +20,15 @@ class LimitCreateSchema(Schema):
 
 
 class LimitUpdateSchema(Schema):
+    # services.limits.runtime_write's rule: a body that sets a managed field may carry any counters (ignored, so a
+    # declarative write never ends a lease); without one, active_slots can only be 0 (Prefect's reset).
+    OPENAPI_RULES = {
+        "anyOf": [
+            *({"required": [field]} for field in service.MANAGED),
+            {"properties": {"active_slots": {"enum": [0]}}},
+        ]
+    }
+
     name = name_field()
     limit = slots_limit_field()
     active = Bool()
@@ -40,6 +50,12 @@ class LimitPutSchema(Schema):
     limit = slots_limit_field(required=True)
     active = Bool(metadata={"description": "Default true."})
     slot_decay_per_second = decay_field(metadata={"description": "Default 0."})
+
+
+class NamePathSchema(Schema):
+    """The path of a PUT names the limit it creates or replaces: the name rule applies to it as in a body."""
+
+    id_or_name = name_field(required=True)
 
 
 class LimitFilterSchema(Schema):
