@@ -13,9 +13,11 @@ to read (a large or 100-continue body) read it with the same per-read bound (SO_
 thread for longer; answers that a client leaves unread for twice that long end the connection (TCP_USER_TIMEOUT), so
 no write can either.
 
-TLS and HTTP/2 prior-knowledge listeners keep gthread's own path (the handshake needs a blocking thread), with the
-connection cap only (beyond it the connection is closed): terminate TLS in front of GCL where slow clients are a
-concern.
+TLS listeners (gunicorn's --certfile/--keyfile) are read the same way: the poller makes the TLS handshake too, without
+blocking, and the bound counts from the accept, so a client that never finishes its handshake or its head holds no
+thread and is closed in time (past the cap such a connection is closed: a plain-text 503 would be garbage to it).
+Listeners that may speak HTTP/2 (h2 offered over TLS, or cleartext prior knowledge) keep gthread's own path, with the
+connection cap only.
 """
 
 import contextlib
@@ -26,6 +28,7 @@ import resource
 import select
 import selectors
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -33,7 +36,8 @@ import types
 from functools import partial
 
 import httptools
-from gunicorn import util
+from gunicorn import http, util
+from gunicorn import sock as gsock
 from gunicorn.http2 import negotiation
 from gunicorn.workers import base
 from gunicorn.workers.gthread import TConn, ThreadWorker
@@ -128,12 +132,13 @@ def ready(data):
 class _Reading:
     """A connection whose next request the poller is reading."""
 
-    __slots__ = ("conn", "data", "deadline", "arrival")
+    __slots__ = ("conn", "data", "deadline", "arrival", "handshake")
 
-    def __init__(self, conn, data, deadline):
+    def __init__(self, conn, data, deadline, handshake=False):
         self.conn, self.data, self.deadline = conn, bytearray(data), deadline  # bytearray: appends in place
         self.arrival = Arrival()
         self.arrival.feed(data)
+        self.handshake = handshake  # a new TLS connection whose handshake is not over
 
 
 class GuardedWorker(KeepAliveThreadWorker):
@@ -157,13 +162,17 @@ class GuardedWorker(KeepAliveThreadWorker):
         self.head_timeout = settings.load()["HEAD_TIMEOUT_SECONDS"]
         self.max_connections = self.cfg.worker_connections
         self._guard = False
+        self._tls = None  # the SSLContext of a TLS listener (init_process)
         self._reading = {}  # fileno -> _Reading
         self._deadlines = []  # heap of (deadline, fileno, _Reading)
         self._refused = []  # (close at, socket)
 
     def init_process(self):
         _json_error_pages()
-        self._guard = not self.cfg.is_ssl and not negotiation.prior_knowledge_allowed(self.cfg, ("127.0.0.1", 0))
+        h2 = "h2" in (self.cfg.http_protocols or ()) if self.cfg.is_ssl else False
+        self._guard = not h2 and not negotiation.prior_knowledge_allowed(self.cfg, ("127.0.0.1", 0))
+        if self._guard and self.cfg.is_ssl:
+            self._tls = gsock.ssl_context(self.cfg)  # once per worker (gthread loads the certificate per connection)
         # Refuse before the process runs out of file descriptors (a worker's connections are spread unevenly:
         # one may hold most of them, hence a cap well above an even share by default).
         spare = self.cfg.threads + 256
@@ -187,7 +196,7 @@ class GuardedWorker(KeepAliveThreadWorker):
                 raise
             return None
         if self.nr_conns >= self.max_connections:
-            if self._guard:
+            if self._guard and self._tls is None:
                 self._refuse(sock)
             else:
                 sock.close()  # TLS: a plain-text 503 would be garbage to the client
@@ -227,14 +236,30 @@ class GuardedWorker(KeepAliveThreadWorker):
             data = conn.parser.unreader.buf.getvalue()  # read ahead already (pipelining)
             conn.parser.unreader.buf.seek(0)
             conn.parser.unreader.buf.truncate()
+            if isinstance(conn.sock, ssl.SSLSocket) and conn.sock.pending():  # decrypted already: no poll will say so
+                with contextlib.suppress(OSError):
+                    data += conn.sock.recv(conn.sock.pending())
+        elif self._tls is not None:
+            return self._read_later(conn, data, handshake=True)
         arrival = Arrival()
         state = arrival.feed(data)
         if state is BAD:
             return self._close(conn, MALFORMED)
         if state:
             return self._dispatch(conn, data, arrival.upgrade)
+        return self._read_later(conn, data)
+
+    def _read_later(self, conn, data, handshake=False):
+        """Read the rest of the request on the poller, within the head bound."""
         conn.sock.setblocking(False)
-        reading = _Reading(conn, data, time.monotonic() + self.head_timeout)
+        if handshake:
+            conn.sock = self._tls.wrap_socket(
+                conn.sock,
+                server_side=True,
+                do_handshake_on_connect=False,
+                suppress_ragged_eofs=self.cfg.suppress_ragged_eofs,
+            )
+        reading = _Reading(conn, data, time.monotonic() + self.head_timeout, handshake)
         fileno = conn.sock.fileno()
         self._reading[fileno] = reading
         heapq.heappush(self._deadlines, (reading.deadline, fileno, id(reading), reading))
@@ -243,18 +268,32 @@ class GuardedWorker(KeepAliveThreadWorker):
 
     def _on_readable(self, reading, _sock):
         conn = reading.conn
-        try:
-            chunk = conn.sock.recv(RECV_BYTES)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            chunk = b""
-        if not chunk:  # the client closed (or reset) the connection
-            self._stop_reading(reading)
-            self._close(conn)
-            return
-        reading.data += chunk  # in place (bytearray)
-        state = reading.arrival.feed(chunk)
+        if reading.handshake:
+            try:
+                conn.sock.do_handshake()
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                return  # more to come (a handshake's answer fits the socket's buffer; the deadline bounds it anyway)
+            except (OSError, ValueError):
+                self._stop_reading(reading)
+                self._close(conn)
+                return
+            reading.handshake = False
+        state = False
+        while state is False:
+            try:
+                chunk = conn.sock.recv(RECV_BYTES)
+            except (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                return
+            except OSError:
+                chunk = b""
+            if not chunk:  # the client closed (or reset) the connection
+                self._stop_reading(reading)
+                self._close(conn)
+                return
+            reading.data += chunk  # in place (bytearray)
+            state = reading.arrival.feed(chunk)
+            if not (isinstance(conn.sock, ssl.SSLSocket) and conn.sock.pending()):
+                break  # else TLS holds decrypted bytes that no poll will announce: read them now
         if state:
             self._stop_reading(reading)
             if state is BAD:
@@ -271,7 +310,10 @@ class GuardedWorker(KeepAliveThreadWorker):
 
     def _dispatch(self, conn, data, upgrade=False):
         """Hand a connection whose request is here to a thread."""
-        conn.init()  # plain HTTP/1: only makes the parser (TLS and h2c keep gthread's path)
+        if isinstance(conn.sock, ssl.SSLSocket) and not conn.initialized:  # handshaken on the poller: no wrap again
+            conn.initialized = True
+            conn.parser = http.get_parser(self.cfg, conn.sock, conn.client)
+        conn.init()  # plain HTTP/1: only makes the parser (h2c keeps gthread's path)
         conn.parser.unreader.unread(data)
         conn.data_ready = True
         conn.sock.setblocking(True)
@@ -281,7 +323,7 @@ class GuardedWorker(KeepAliveThreadWorker):
 
     def _close(self, conn, answer=None):
         if answer:
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError, ValueError):
                 conn.sock.send(answer)
         self.nr_conns -= 1
         conn.close()
@@ -319,9 +361,7 @@ class GuardedWorker(KeepAliveThreadWorker):
         deadline = None
         while not state:
             try:
-                chunk = conn.sock.recv(RECV_BYTES, socket.MSG_DONTWAIT)  # worker.py saw it readable, or read ahead
-            except BlockingIOError:
-                chunk = None
+                chunk = _recv_nowait(conn.sock)  # worker.py saw it readable, or read ahead
             except OSError:
                 return False
             if chunk == b"":
@@ -347,7 +387,25 @@ class GuardedWorker(KeepAliveThreadWorker):
         return super()._handle_next(conn)
 
 
+def _recv_nowait(sock):
+    """What the socket has now (None: nothing yet). TLS sockets take no recv flags: non-blocking for the call."""
+    if not isinstance(sock, ssl.SSLSocket):
+        try:
+            return sock.recv(RECV_BYTES, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return None
+    sock.setblocking(False)
+    try:
+        return sock.recv(RECV_BYTES)
+    except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+        return None
+    finally:
+        sock.setblocking(True)
+
+
 def _readable(sock, timeout):
+    if isinstance(sock, ssl.SSLSocket) and sock.pending():
+        return True  # decrypted already
     poller = select.poll()  # not select.select: this worker's descriptors may pass 1023
     try:
         poller.register(sock, select.POLLIN)
