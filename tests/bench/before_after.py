@@ -116,7 +116,9 @@ def _summary(runs):
 
 
 def compare(old, new):
-    """Per figure: new - old (medians), the larger spread, and the verdict."""
+    """Per figure: new - old (medians), the larger spread, and the verdict (the issue's rule); beside it the paired
+    view, which load that changes during the run blurs less: each round's new - old (the two ran back to back), its
+    median, and in how many rounds new was worse."""
     rows = {}
     for key, (_, _, better) in FIGURES.items():
         diff = new[key]["median"] - old[key]["median"]
@@ -126,7 +128,17 @@ def compare(old, new):
         else:
             worse = diff < 0 if better == "higher" else diff > 0
             verdict = "slower, beyond the spread" if worse else "faster, beyond the spread"
-        rows[key] = {"diff": diff, "spread": spread, "verdict": verdict, "not_slower": "slower" not in verdict}
+        paired = [b - a for a, b in zip(old[key]["runs"], new[key]["runs"], strict=True)]
+        worse_rounds = sum(1 for d in paired if (d < 0 if better == "higher" else d > 0))
+        rows[key] = {
+            "diff": diff,
+            "spread": spread,
+            "verdict": verdict,
+            "not_slower": "slower" not in verdict,
+            "paired_median": statistics.median(paired),
+            "rounds_worse": worse_rounds,
+            "rounds": len(paired),
+        }
     return rows
 
 
@@ -181,19 +193,22 @@ def markdown(data):
         f"Uncontended: {data['cycles']} acquire+release cycles on one http.client connection. Medians with "
         "[min–max] over the rounds; within the spread: |new − old| ≤ the larger of the two spreads (max − min).",
         "",
-        f"| figure | old {old['commit'][:7]} | new {new['commit'][:7]} | new − old | spread | verdict |",
-        "|---|---|---|---|---|---|",
+        f"| figure | old {old['commit'][:7]} | new {new['commit'][:7]} | new − old | spread | verdict "
+        "| paired: median of each round's new − old | rounds new worse |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for key, (label, fmt, _) in FIGURES.items():
         row = data["comparison"][key]
         lines.append(
             f"| {label} | {_cell(o[key], fmt)} | {_cell(n[key], fmt)} | "
             f"{'+' if row['diff'] >= 0 else '−'}{fmt.format(abs(row['diff']))} | {fmt.format(row['spread'])} | "
-            f"{'**' + row['verdict'] + '**' if row['not_slower'] else row['verdict']} |"
+            f"{'**' + row['verdict'] + '**' if row['not_slower'] else row['verdict']} | "
+            f"{'+' if row['paired_median'] >= 0 else '−'}{fmt.format(abs(row['paired_median']))} | "
+            f"{row['rounds_worse']} of {row['rounds']} |"
         )
     lines += [
-        f"| max concurrency (limit {LIMIT}) | {o['max_concurrency']} | {n['max_concurrency']} | | | |",
-        f"| 5xx answers | {o['status_5xx']} | {n['status_5xx']} | | | |",
+        f"| max concurrency (limit {LIMIT}) | {o['max_concurrency']} | {n['max_concurrency']} | | | | | |",
+        f"| 5xx answers | {o['status_5xx']} | {n['status_5xx']} | | | | | |",
         "",
         "Per round (utilisation, cycles/s, uncontended p50 ms, 1-minute load after the run):",
         "",
