@@ -144,3 +144,40 @@ def test_an_older_database_is_brought_to_the_declaration_and_keeps_its_data(tmp_
 
         db.obj.close_all()
         pg.cluster().release_database(url)
+
+
+def test_postgresql_gets_the_engine_functions_at_every_migration(tmp_path):
+    """The engine's hot reads are PostgreSQL functions (statements.py) named by a hash of their body: a migration
+    creates the ones this version calls even when no numbered migration is pending (a database an older version
+    migrated), and leaves another version's functions alone (a rolling upgrade)."""
+    import pytest
+    from gcl_server import statements
+    from gcl_server.database import open_database
+    from gcl_server.migrations import migrate_url
+
+    if not pg.selected():
+        pytest.skip("PostgreSQL only (GCL_TEST_DATABASE=postgresql)")
+    url = _url(tmp_path)
+    try:
+        migrate_url(url)
+        database = open_database(url)
+        database.connect()
+        try:
+
+            def exists(name):
+                return database.execute_sql("SELECT to_regproc(%s) IS NOT NULL", (name,)).fetchone()[0]
+
+            assert exists(statements.LOCK_READ) and exists(statements.CANDIDATES_FN)
+            database.execute_sql(f"DROP FUNCTION {statements.LOCK_READ}")
+            database.execute_sql(statements.LOCK_READ_SQL.replace(statements.LOCK_READ, "gcl_lock_read_0ldversion"))
+            assert not exists(statements.LOCK_READ)
+        finally:
+            database.close()
+        assert migrate_url(url) == []  # nothing numbered to apply, and yet:
+        database.connect()
+        try:
+            assert exists(statements.LOCK_READ) and exists("gcl_lock_read_0ldversion")
+        finally:
+            database.close()
+    finally:
+        pg.cluster().release_database(url)

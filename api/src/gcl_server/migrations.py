@@ -12,6 +12,7 @@ import time
 
 from playhouse.migrate import PostgresqlMigrator, SqliteMigrator
 
+from . import statements
 from .database import open_database, sqlite_path
 from .models import (
     Activity,
@@ -137,6 +138,9 @@ def migrate(database):
                 step.apply(database)
             SchemaVersion.create(version=number, description=description, applied=time.time())
             applied.append(number)
+        if dialect.name == "postgresql" and version <= LATEST_VERSION:
+            for function in statements.functions():  # CREATE OR REPLACE: the engine's reads, planned once
+                database.execute_sql(function)
     if version > LATEST_VERSION:
         raise RuntimeError(f"database schema version {version} is newer than this server ({LATEST_VERSION})")
     for number in applied:

@@ -12,11 +12,12 @@ from typing import NamedTuple
 
 from .. import activity
 from ..database import db, defer, drawn, execute
+from ..statements import CANDIDATES, CANDIDATES_FN, TICKET
 from . import notify
 from .admission import blocked, needs_lease
 from .leases import grant, new_lease
 from .outcomes import AcquireRequest, Grant, MinimalLimit
-from .rows import COLUMNS, FIELDS, LEASED_COLUMN, LOCK_IDS, LOCKED, after_grant, limit_row, lock_limits, marks
+from .rows import after_grant, limit_row, lock_limits, marks
 
 GRACE_SECONDS = 5.0  # a detached waiter keeps its place this long for its re-issued request
 
@@ -83,21 +84,7 @@ def enqueue(rows, request, now, waiter_id=None, owner=None):
     return waiter_id
 
 
-# What a ticket already has, in one statement: a live lease granted under it (directly or handed over), and its
-# waiter row (queued, granted, withdrawn) with the live expiry of that row's lease.
-TICKET = (
-    "SELECT l.id, l.token, l.duration, w.names, w.slots, w.granted_at, w.lease_id, w.token, wl.expires, w.expires "
-    "FROM (SELECT CAST(? AS VARCHAR(36)) AS t) q LEFT JOIN lease l ON l.ticket = q.t AND l.expires > ? "
-    "LEFT JOIN waiter w ON w.id = q.t LEFT JOIN lease wl ON wl.id = w.lease_id"
-)
-
-
 GRANT_RECORD_SECONDS = 60.0  # a grant without a lease (a rate limit) is found by its retry this long
-
-
-def ticket_query(ticket, now):
-    """The TICKET query for a ticket (sql, params), None without one: the acquisition reads it with its rows."""
-    return (TICKET, (ticket, now)) if ticket else None
 
 
 def reattach(ticket, limits, deadline, now, owner=None, park=True, row=None):
@@ -188,37 +175,14 @@ class Candidate(NamedTuple):
     limits: set  # the ids of the limits it queues on
 
 
-CANDIDATES = (
-    "SELECT w.id, w.seq, w.names, w.slots, w.lease_seconds, w.anonymous, w.holder, w.owner, w.actor, w.created, "
-    "all_wl.limit_id{extra} "
-    "FROM waiter w JOIN waiter_limit all_wl ON all_wl.waiter_id = w.id{join} WHERE w.id IN "
-    "(SELECT waiter_id FROM waiter_limit WHERE limit_id IN ({ids})) "
-    "AND w.granted_at IS NULL AND w.attached = ? AND w.expires > ? ORDER BY w.seq LIMIT ?"
-)
-# PostgreSQL: the limits are locked first (in the same round trip) and each pair carries its limit's row when this
-# transaction holds it, read after the lock: the turn needs no round trip of its own to lock and read them.
-LOCKED_LIMITS = f"locked AS (SELECT {COLUMNS}, {LEASED_COLUMN} AS leased FROM concurrency_limit WHERE {LOCKED})"
-
-
 def _candidates(limit_ids, now):
     """Attached, ungranted waiters queued on any of these limits, oldest first, each with all of its limits; and
     the rows of these limits, locked (PostgreSQL; else [])."""
-    ids = marks(limit_ids)
-    params = (*limit_ids, True, now, MAX_CANDIDATES)
-    dialect = db.obj.dialect
-    if dialect.lock_rows:
-        query = (
-            LOCK_IDS.format(ids=ids, lock=dialect.lock_rows)
-            + f"; WITH {LOCKED_LIMITS} "
-            + CANDIDATES.format(
-                extra=", " + ", ".join(f"locked.{f}" for f in (*FIELDS, "leased")),
-                join=" LEFT JOIN locked ON locked.id = all_wl.limit_id",
-                ids=ids,
-            )
-        )
-        pairs = execute(query, (*limit_ids, now, *params)).fetchall()
+    if db.obj.dialect.lock_rows:  # PostgreSQL: one call of a function that locks first and keeps its plans
+        pairs = execute(f"SELECT * FROM {CANDIDATES_FN}(?, ?, ?)", (list(limit_ids), now, MAX_CANDIDATES)).fetchall()
     else:
-        pairs = execute(CANDIDATES.format(extra="", join="", ids=ids), params).fetchall()
+        query = CANDIDATES.format(extra="", join="", ids=marks(limit_ids))
+        pairs = execute(query, (*limit_ids, True, now, MAX_CANDIDATES)).fetchall()
     found, locked = {}, {}
     for pair in pairs:
         waiter_id, seq, names, slots, lease_seconds, anonymous, holder, owner, actor, created, limit_id = pair[:11]

@@ -23,7 +23,6 @@ from .queue import (
     reattach,
     record_grant,
     sweep_waiters,
-    ticket_query,
     waiter_row,
 )
 from .rows import lock_for_acquire, lock_limits, minimal
@@ -36,7 +35,7 @@ def acquire_tx(request, waiter_id=None, owner=None):
     owner: the wake-up address of the process where it parks."""
     now = time.time()
     # One round trip on PostgreSQL: the rows locked, their leased slots and queues, and what the ticket has.
-    rows, ticket_row = lock_for_acquire(request.names, now, ticket_query(request.ticket, now))
+    rows, ticket_row = lock_for_acquire(request.names, now, request.ticket)
     validate(rows, request.slots, request.mode)
     if request.ticket:  # a first request, or a retry (after a 503, a broken connection, a wait that ended): which?
         known = _known_ticket(request, rows, now, owner, ticket_row)
