@@ -175,7 +175,7 @@ def markdown(data):
     m, old, new = data["machine"], data["old"], data["new"]
     o, n = data["summary"]["old"], data["summary"]["new"]
     lines = [
-        f"<!-- written by `python -m tests.bench.before_after {' '.join(data['argv'])}`: do not edit by hand -->",
+        f"<!-- written by `{' '.join(['python -m tests.bench.before_after', *data['argv']])}`: do not edit by hand -->",
         f"# Before/after: {new['commit'][:7]} against {old['commit'][:7]}",
         "",
         f"Generated at {data['started']}, total {data['elapsed_s']} s. Old: `{old['ref']}` = {old['commit'][:7]}; "
@@ -202,7 +202,7 @@ def markdown(data):
         lines.append(
             f"| {label} | {_cell(o[key], fmt)} | {_cell(n[key], fmt)} | "
             f"{'+' if row['diff'] >= 0 else '−'}{fmt.format(abs(row['diff']))} | {fmt.format(row['spread'])} | "
-            f"{'**' + row['verdict'] + '**' if row['not_slower'] else row['verdict']} | "
+            f"{row['verdict']} | "
             f"{'+' if row['paired_median'] >= 0 else '−'}{fmt.format(abs(row['paired_median']))} | "
             f"{row['rounds_worse']} of {row['rounds']} |"
         )
