@@ -31,6 +31,7 @@ UNPRIVILEGED_USERS = ("postgres", "nobody")
 MEASURE_SETTINGS = {
     "shared_preload_libraries": "pg_stat_statements",
     "pg_stat_statements.track": "all",
+    "pg_stat_statements.track_planning": "on",
     "pg_stat_statements.max": "5000",
     "track_io_timing": "on",
     "log_lock_waits": "on",

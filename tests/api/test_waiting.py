@@ -341,3 +341,51 @@ def test_withdrawing_after_a_grant_raced_in_gives_the_slot_back(server):
     assert parked["result"].status_code == 200 and api.active("db") == 1
     api.session.delete(f"{api.base}/waiters/{second}", timeout=5)  # ... whose client then withdraws
     assert api.active("db") == 0
+
+
+def test_a_waiter_withdrawn_while_a_hand_off_grants_it_gets_no_lease(app, monkeypatch):
+    """PostgreSQL: a hand-off holding every limit of its candidate sends the candidate's claim with its commit, not
+    in a round trip of its own; the grant's writes depend on the claim. A withdrawal that commits in between (a
+    cancel, the sweeper: they delete the waiter without the limits' locks) must leave no lease, no slot held and no
+    "acquired" record behind."""
+    from gcl_server.database import db, execute
+    from gcl_server.services import queue as engine_queue
+    from gcl_server.services import slots, transactions
+    from gcl_server.tx import transactional
+
+    if not db.obj.dialect.lock_rows:
+        pytest.skip("PostgreSQL's deferred claim (SQLite holds one write lock: nothing can come in between)")
+    client = app.test_client()
+    assert client.put("/api/v2/concurrency_limits/one", json={"limit": 1}).status_code == 201
+    holder = slots.acquire(slots.AcquireRequest(["one"], 1, lease_seconds=60))
+    waiter = str(uuid.uuid4())
+    queued = transactions.acquire_tx(
+        slots.AcquireRequest(["one"], 1, lease_seconds=60, wait_seconds=30), waiter, engine_queue.owner()
+    )
+    assert isinstance(queued, slots.Queued)
+
+    @transactional
+    def withdrawn():
+        engine_queue.forget(waiter)
+
+    granting, original = [], engine_queue._Turn._grant
+
+    def grant_after_a_withdrawal(turn, candidate, rows):
+        thread = threading.Thread(target=withdrawn)  # its own connection and transaction, committed before ours
+        thread.start()
+        thread.join(10)
+        assert not thread.is_alive(), "the withdrawal waited for the hand-off's locks"
+        granting.append(candidate.token is not None)
+        original(turn, candidate, rows)
+
+    monkeypatch.setattr(engine_queue._Turn, "_grant", grant_after_a_withdrawal)
+    assert transactions.release(holder.lease_id)
+    assert granting == [True]  # the claim went with the commit
+    try:
+        assert execute("SELECT COUNT(*) FROM lease WHERE ticket = ?", (waiter,)).fetchone()[0] == 0
+        assert execute("SELECT COUNT(*) FROM lease_limit").fetchone()[0] == 0
+        kinds = [r["kind"] for r in client.get("/api/v2/concurrency_limits/one/activity").json]
+        assert kinds.count("acquired") == 1  # the holder's, not the withdrawn waiter's
+        assert client.get("/api/v2/concurrency_limits/one").json["active_slots"] == 0
+    finally:
+        db.obj.dialect.release_connection()

@@ -321,8 +321,9 @@ class Phase:
     def __exit__(self, *exc):
         self.cpu = self.split.stop()
         self.statements = self.cluster.query(
-            "SELECT s.query, s.calls, s.total_exec_time, s.rows FROM pg_stat_statements s "
-            "JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = %s ORDER BY s.calls DESC",
+            "SELECT s.query, s.calls, s.total_exec_time, s.rows, s.total_plan_time FROM pg_stat_statements s "
+            "JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = %s "
+            "ORDER BY s.total_exec_time + s.total_plan_time DESC",
             (self.dbname,),
         )
         with open(self.cluster.log_path, errors="replace") as f:
@@ -389,6 +390,7 @@ class Phase:
                         hold_ms.append((at - tx["locked"]) * 1000)
         calls = sum(r[1] for r in self.statements)
         exec_ms = sum(r[2] for r in self.statements)
+        plan_ms = sum(r[4] or 0 for r in self.statements)
         per = (lambda v: round(v / ops, 3)) if ops else (lambda v: None)
         wait_kinds = {}
         for w in waits:
@@ -402,6 +404,7 @@ class Phase:
                 },
                 "statements_per_op": per(calls),
                 "db_exec_ms_per_op": per(exec_ms),
+                "db_plan_ms_per_op": per(plan_ms),
                 "commits_per_op": per(commits + implicit) if sent else None,  # from the statement log
                 "implicit_transactions_per_op": per(implicit) if sent else None,
                 # the statement log's clock: whole milliseconds (log_line_prefix %m)
@@ -423,9 +426,14 @@ class Phase:
                 "statements_over_5ms_per_op": per(len(slow)),
                 "slowest_statement_ms": max(slow, default=None),
                 "statements_that_waited": dict(sorted(waited_statements.items(), key=lambda kv: -kv[1])[:6]),
-                "top_statements": [
-                    {"calls_per_op": per(c), "mean_ms": round(t / c, 4) if c else None, "query": _shorten(q)}
-                    for q, c, t, _ in self.statements[:14]
+                "top_statements": [  # by time (planning + execution)
+                    {
+                        "calls_per_op": per(c),
+                        "mean_ms": round(t / c, 4) if c else None,
+                        "plan_ms": round(p / c, 4) if c else None,
+                        "query": _shorten(q),
+                    }
+                    for q, c, t, _, p in self.statements[:14]
                 ],
             }
             | per_op(self.cpu, ops)
@@ -577,7 +585,7 @@ def details(name, res):
     if name == "pgstats":
         keys = ["round_trips_per_op", "statements_per_op", "commits_per_op", "round_trips_per_transaction",
                 "transaction_ms_p50", "limit_row_held_ms_p50", "limit_row_held_ms_p99", "db_exec_ms_per_op",
-                "lock_waits_over_1ms_per_op", "lock_wait_ms_p50", "lock_wait_ms_p99",
+                "db_plan_ms_per_op", "lock_waits_over_1ms_per_op", "lock_wait_ms_p50", "lock_wait_ms_p99",
                 "lock_wait_ms_total_per_op"]  # fmt: skip
         phases = [("acquire", "per acquire"), ("release", "per release"),
                   ("contended_logged", "per contended cycle (statement log on)"),
@@ -595,8 +603,8 @@ def details(name, res):
         for key in ("contended", "acquire", "release"):
             if key in res:
                 top = res[key]["top_statements"]
-                lines += ["", f"Top statements, {key} (calls per op, mean ms):", ""]
-                lines += [f"- {s['calls_per_op']} × {s['mean_ms']} ms `{s['query']}`" for s in top]
+                lines += ["", f"Top statements by time, {key} (calls per op × mean ms executing + planning):", ""]
+                lines += [f"- {s['calls_per_op']} × {s['mean_ms']} + {s.get('plan_ms')} ms `{s['query']}`" for s in top]
         if "contended" in res:
             lines += ["", f"Lock waits (contended): {res['contended']['lock_waits_by_kind']}; statements that "
                       f"waited: {res['contended']['statements_that_waited']}"]  # fmt: skip

@@ -16,15 +16,25 @@ PRUNE_BATCH = 5000  # rows deleted per statement
 INSERT = (
     "INSERT INTO activity (at, limit_id, name, kind, actor, lease_id, slots, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
+GUARDED_INSERT = (
+    "INSERT INTO activity (at, limit_id, name, kind, actor, lease_id, slots, detail) "
+    "SELECT ?, ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM lease WHERE id = ?)"
+)
 COLUMNS = "id, at, limit_id, name, kind, actor, lease_id, slots, detail"
 
 
-def record(kind, limit_id, limit_name, *, actor=None, lease_id=None, slots=None, detail=None, at=None):
+def record(kind, limit_id, limit_name, *, actor=None, lease_id=None, slots=None, detail=None, at=None, guarded=False):
     """Record what happened to a limit, inside the current write transaction (it commits with the change or not at
-    all); the same fields go to events.subscribe()rs once the transaction has committed."""
+    all); the same fields go to events.subscribe()rs once the transaction has committed.
+
+    guarded: written only if the lease exists when the statement runs (a grant whose writes depend on its claim)."""
     at = time.time() if at is None else at
+    values = (at, limit_id, limit_name, kind, actor, lease_id, slots, _dumps(detail))
     # PostgreSQL: deferred into the transaction's next round trip, so the hot path pays no extra one.
-    defer(INSERT, (at, limit_id, limit_name, kind, actor, lease_id, slots, _dumps(detail)))
+    if guarded:
+        defer(GUARDED_INSERT, (*values, lease_id))
+    else:
+        defer(INSERT, values)
     fields = {"at": at, "limit_id": limit_id, "name": limit_name, "actor": actor, "lease_id": lease_id}
     emit_after_commit(kind, {**fields, "slots": slots, "detail": detail})
 

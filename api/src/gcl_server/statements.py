@@ -129,11 +129,12 @@ $fn$
 """
 
 # The waiters a hand-off considers on p_ids (locked first, in id order), each pair with its limit's row when this
-# transaction holds it (read after the lock, with its leased slots), else nulls.
+# transaction holds it (read after the lock, with its leased slots) and a fencing token drawn under that lock, else
+# nulls.
 _CANDIDATES = f"""
 CREATE OR REPLACE FUNCTION {{name}}(p_ids text[], p_now double precision, p_max integer)
 RETURNS TABLE ({_returns([f"c_{i}" for i in range(len(CANDIDATE_TYPES))], CANDIDATE_TYPES)},
-               {_returns(LIMIT_OUT, FIELD_TYPES)}, r_leased bigint)
+               {_returns(LIMIT_OUT, FIELD_TYPES)}, r_leased bigint, r_token bigint)
 LANGUAGE plpgsql VOLATILE SET plan_cache_mode = force_generic_plan AS $fn$
 #variable_conflict use_column
 DECLARE
@@ -146,7 +147,9 @@ BEGIN
     {
     bind(
         CANDIDATES.format(
-            extra=", " + ", ".join(f"locked.{f}" for f in (*FIELDS, "leased")),
+            extra=", "
+            + ", ".join(f"locked.{f}" for f in (*FIELDS, "leased"))
+            + ", CASE WHEN locked.id IS NOT NULL THEN nextval('gcl_fencing_token') END",
             join=" LEFT JOIN locked ON locked.id = all_wl.limit_id",
             ids="SELECT unnest(p_ids)",
         ),

@@ -24,12 +24,13 @@ def new_lease(rows, now, lease_seconds, anonymous):
     return str(uuid.uuid4()), token
 
 
-def grant(rows, request, now, lease=None, queued=None, ticket=None):
+def grant(rows, request, now, lease=None, queued=None, ticket=None, claim=None):
     """Occupy the request's slots on every active row: decaying limits in their pool, the others in a lease.
 
     lease: (id, fencing token) drawn already (a hand-off claims its waiter with them); queued: (seconds waited,
     seconds since the request that freed the slots arrived or None) for a hand-off; ticket: kept with the lease, so
-    a retried request finds this grant."""
+    a retried request finds this grant; claim: the waiter whose claim (deferred in the same batch) the writes depend
+    on: they happen only if the claim did (a waiter withdrawn meanwhile gets no lease)."""
     slots, lease_seconds, holder, anonymous = request.slots, request.lease_seconds, request.holder, request.anonymous
     active = [r for r in rows if r.active]
     for r in active:
@@ -39,35 +40,43 @@ def grant(rows, request, now, lease=None, queued=None, ticket=None):
                 (decayed(r.pool, r.pool_at, r.rate, now) + slots, now, r.id),
             )
     lease_id, token = lease or new_lease(rows, now, lease_seconds, anonymous)
-    _record_grant(active, slots, now, lease_id, token, request.actor, queued)
     result = Grant(limits=rows)
     if lease_id is None:
+        _record_grant(active, slots, now, lease_id, token, request.actor, queued)
         return result
-    defer(
-        "INSERT INTO lease (id, slots, acquired, expires, duration, token, holder, anonymous, ticket) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            lease_id,
-            slots,
-            now,
-            now + lease_seconds,
-            lease_seconds,
-            token,
-            json.dumps(holder) if holder else None,
-            anonymous,
-            ticket,
-        ),
+    values = (
+        lease_id,
+        slots,
+        now,
+        now + lease_seconds,
+        lease_seconds,
+        token,
+        json.dumps(holder) if holder else None,
+        anonymous,
+        ticket,
     )
+    if claim is None:
+        defer(f"{LEASE_INSERT} VALUES ({marks(values)})", values)
+    else:
+        defer(f"{LEASE_INSERT} SELECT {marks(values)} {CLAIMED}", (*values, claim, lease_id))
+    _record_grant(active, slots, now, lease_id, token, request.actor, queued, guarded=claim is not None)
     for r in active:
         defer(
-            "INSERT INTO lease_limit (lease_id, limit_id, slots) VALUES (?, ?, ?)",
-            (lease_id, r.id, 0 if r.rate > 0 else slots),
+            "INSERT INTO lease_limit (lease_id, limit_id, slots) SELECT ?, ?, ? WHERE EXISTS "
+            "(SELECT 1 FROM lease WHERE id = ?)"
+            if claim
+            else "INSERT INTO lease_limit (lease_id, limit_id, slots) VALUES (?, ?, ?)",
+            (lease_id, r.id, 0 if r.rate > 0 else slots, *((lease_id,) if claim else ())),
         )
     result.lease_id, result.token, result.expires = lease_id, token, now + lease_seconds
     return result
 
 
-def _record_grant(active, slots, now, lease_id, token, actor, queued):
+LEASE_INSERT = "INSERT INTO lease (id, slots, acquired, expires, duration, token, holder, anonymous, ticket)"
+CLAIMED = "WHERE EXISTS (SELECT 1 FROM waiter WHERE id = ? AND lease_id = ?)"  # the claim took: the waiter has it
+
+
+def _record_grant(active, slots, now, lease_id, token, actor, queued, guarded=False):
     detail = {"fencing_token": token} if token is not None else {}
     if queued is not None:
         detail["wait_seconds"], handoff = queued
@@ -75,7 +84,15 @@ def _record_grant(active, slots, now, lease_id, token, actor, queued):
             detail["handoff_seconds"] = handoff
     for r in active:
         activity.record(
-            "acquired", r.id, r.name, actor=actor, lease_id=lease_id, slots=slots, detail=detail or None, at=now
+            "acquired",
+            r.id,
+            r.name,
+            actor=actor,
+            lease_id=lease_id,
+            slots=slots,
+            detail=detail or None,
+            at=now,
+            guarded=guarded,
         )
 
 

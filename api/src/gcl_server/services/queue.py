@@ -173,6 +173,7 @@ class Candidate(NamedTuple):
     owner: str
     created: float
     limits: set  # the ids of the limits it queues on
+    token: int | None = None  # PostgreSQL: a fencing token drawn under the lock of the hand-off's limits
 
 
 def _candidates(limit_ids, now):
@@ -193,6 +194,8 @@ def _candidates(limit_ids, now):
         found[waiter_id].limits.add(limit_id)
         if len(pair) > 11 and pair[11] is not None:
             locked[limit_id] = limit_row(pair[11:21], pair[21])
+            if found[waiter_id].token is None:
+                found[waiter_id] = found[waiter_id]._replace(token=pair[22])
     return list(found.values()), list(locked.values())
 
 
@@ -206,6 +209,7 @@ def hand_off(limit_ids, now, freed_at=None):
         return
     turn = _Turn(set(limit_ids), now, freed_at)
     turn.known.update((r.name, r) for r in locked)
+    turn.locked = {r.id for r in locked}
     for candidate in candidates:
         turn.consider(candidate)
         if turn.considered <= turn.stuck:
@@ -221,6 +225,7 @@ class _Turn:
         self.considered, self.now, self.freed_at = considered, now, freed_at
         self.stuck, self.targets, self.granted = set(), {}, {}
         self.known = {}  # name -> its row as this transaction left it (locked by it), None for a name with no limit
+        self.locked = set()  # ids of the limits locked before the candidates were read (their tokens were drawn then)
 
     def wake(self, candidate):
         self.targets.setdefault(candidate.owner, []).append(candidate.id)
@@ -260,18 +265,40 @@ class _Turn:
 
     def _grant(self, candidate, rows):
         request, now = candidate.request, self.now
-        # Claim the waiter first: under READ COMMITTED another node's hand-off may have granted it already.
-        lease = _claim_for(candidate.id, rows, now, request.lease_seconds, request.anonymous)
-        if lease is None:
-            return
+        claim = None
+        if candidate.token is not None and self._claim_may_wait(candidate, rows):
+            # PostgreSQL, every limit of the waiter locked since before its token was drawn: no other hand-off can
+            # grant it meanwhile, so its claim goes with the commit instead of a round trip of its own while the
+            # limits stay locked. Only a withdrawal (cancel, sweep) can race it, and then the grant's writes, which
+            # depend on the claim, are skipped.
+            lease, claim = (str(uuid.uuid4()), candidate.token), candidate.id
+            defer(CLAIM, (now, *lease, now + request.lease_seconds, candidate.id))
+        else:
+            # Claim the waiter first: under READ COMMITTED another node's hand-off may have granted it already.
+            lease = _claim_for(candidate.id, rows, now, request.lease_seconds, request.anonymous)
+            if lease is None:
+                return
         # Out of the queue at once: the queue scans stay as short as the queue (the row keeps the grant).
         defer("DELETE FROM waiter_limit WHERE waiter_id = ?", (candidate.id,))
         queued = (now - candidate.created, None if self.freed_at is None else max(now - self.freed_at, 0.0))
-        grant(rows, request, now, lease, queued, ticket=candidate.id)
+        grant(rows, request, now, lease, queued, ticket=candidate.id, claim=claim)
         self.known.update((r.name, r) for r in after_grant(rows, request.slots, now))
         self.wake(candidate)
         expires = now + request.lease_seconds if lease[0] else None
         self.granted[candidate.id] = (lease[0], lease[1], expires, self.freed_at)
+
+    def _claim_may_wait(self, candidate, rows):
+        request = candidate.request
+        return (
+            candidate.limits <= self.locked
+            and all(r.rate <= 0 for r in rows if r.active)
+            and needs_lease(rows, request.lease_seconds, request.anonymous)
+        )
+
+
+CLAIM = (
+    "UPDATE waiter SET granted_at = ?, lease_id = ?, token = ?, lease_expires = ? WHERE id = ? AND granted_at IS NULL"
+)
 
 
 def _claim_for(waiter_id, rows, now, lease_seconds, anonymous):
