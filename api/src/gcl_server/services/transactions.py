@@ -45,11 +45,11 @@ def acquire_tx(request, waiter_id=None, owner=None):
     if not in_the_way and not any(r.queued for r in rows if r.active):
         return _grant_now(request, rows, now)
     record_denied(rows, request.slots, now)  # refused, or queued: either way these slots were not free for it
-    later = retry_after(in_the_way, request.slots, now)
     if request.wait_seconds <= 0:
-        return Refused(later)
+        return Refused(retry_after(in_the_way, request.slots, now))
     if waiter_id is None:  # it asked to wait, but this process has no parking place left: not again at once
-        return Refused(max(later, CAPACITY_RETRY_AFTER))
+        return Refused(max(retry_after(in_the_way, request.slots, now), CAPACITY_RETRY_AFTER))
+    # Queued: no Retry-After to work out (it reads the leases' expiries: a round trip while the rows are locked).
     enqueue(rows, request, now, waiter_id, owner)
     return Queued(waiter_id, minimal(rows), request.slots, in_the_way, now)
 
