@@ -68,10 +68,12 @@ def test_a_failing_deferred_write_rolls_the_whole_transaction_back(tx, probe):
     assert _rows() == [7, 8]
 
 
-def test_postgresql_sends_deferred_writes_with_the_next_statement(tx, probe, monkeypatch):
-    from gcl_server.database import db, defer, execute
+@pytest.fixture
+def sent(app, monkeypatch):
+    """The queries sent to the database from here on, one per round trip."""
+    from gcl_server.database import db
 
-    sent = []
+    queries = []
     cursor = db.obj.cursor
 
     class Counting:
@@ -79,14 +81,18 @@ def test_postgresql_sends_deferred_writes_with_the_next_statement(tx, probe, mon
             self.inner = inner
 
         def execute(self, query, params=()):
-            if query not in ("BEGIN", "BEGIN IMMEDIATE", "COMMIT"):  # peewee's own
-                sent.append(query)
+            queries.append(query)
             return self.inner.execute(query, params)
 
         def __getattr__(self, name):
             return getattr(self.inner, name)
 
     monkeypatch.setattr(db.obj, "cursor", lambda *a, **k: Counting(cursor(*a, **k)))
+    return queries
+
+
+def test_postgresql_sends_deferred_writes_with_the_next_statement(tx, probe, sent):
+    from gcl_server.database import db, defer, execute
 
     @tx
     def work():
@@ -97,9 +103,38 @@ def test_postgresql_sends_deferred_writes_with_the_next_statement(tx, probe, mon
         return count
 
     assert work() == 2
-    # SQLite has no round trip to save: each statement runs at once.
-    assert len(sent) == (2 if db.obj.dialect.name == "postgresql" else 4), sent
+    # SQLite has no round trip to save: each statement runs at once (between peewee's own BEGIN and COMMIT).
+    statements = [q for q in sent if q not in ("BEGIN IMMEDIATE", "COMMIT")]
+    assert len(statements) == (2 if db.obj.dialect.name == "postgresql" else 4), sent
     assert _rows() == [1, 2, 3]
+
+
+def test_postgresql_acquires_in_two_round_trips_and_releases_in_three(app, sent):
+    """An uncontended acquisition with a ticket (as the SDK sends it): BEGIN with the locked read (the rows, their
+    leases and queues, the ticket, the fencing token), then the writes with the COMMIT. A release: BEGIN with the
+    lease's delete, the records with the hand-off's locked read, the COMMIT."""
+    import uuid
+
+    from gcl_server.database import db
+    from gcl_server.services import slots
+
+    assert app.test_client().put("/api/v2/concurrency_limits/rt", json={"limit": 3}).status_code == 201
+    sent.clear()
+    request = slots.AcquireRequest(["rt"], 1, lease_seconds=60, wait_seconds=5, ticket=str(uuid.uuid4()))
+    grant = slots.acquire(request)
+    acquired = list(sent)
+    sent.clear()
+    assert slots.release(grant.lease_id)
+    released = list(sent)
+    try:
+        if db.obj.dialect.name == "postgresql":
+            assert len(acquired) == 2, acquired
+            assert acquired[0].startswith("BEGIN; SELECT * FROM gcl_lock_read_") and acquired[1].endswith("; COMMIT")
+            assert len(released) == 3, released
+            assert released[0].startswith("BEGIN; WITH ll AS (DELETE") and released[-1] == "COMMIT"
+        assert slots.leased_slots([grant.limits[0].id], 0) == {}
+    finally:
+        db.obj.dialect.release_connection()
 
 
 def test_a_peewee_query_sees_the_writes_deferred_before_it(tx, probe):
