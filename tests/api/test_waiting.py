@@ -389,3 +389,39 @@ def test_a_waiter_withdrawn_while_a_hand_off_grants_it_gets_no_lease(app, monkey
         assert client.get("/api/v2/concurrency_limits/one").json["active_slots"] == 0
     finally:
         db.obj.dialect.release_connection()
+
+
+def test_a_rate_limit_waiter_occupies_the_pool_from_when_it_fitted_not_from_its_late_grant(app, clock):
+    """A decaying limit of 1 at 10/s drains in 0.1 s. A waiter queued behind a full pool is granted 0.03 s after the
+    pool drained (its timer, its transaction: the hand-off's latency). Its grant occupies the pool from the moment
+    it fitted, so the next slot frees 0.1 s after that moment, not 0.1 s after the late grant: a waiting client
+    gets the configured rate (50/s on PostgreSQL measured 0.926 of it before). Never more: the pool is full again
+    the instant it is granted and drains from when it fitted."""
+    from gcl_server.services import queue as engine_queue
+    from gcl_server.services import slots, transactions
+
+    client = app.test_client()
+    body = {"limit": 1, "slot_decay_per_second": 10.0}
+    assert client.put("/api/v2/concurrency_limits/tick", json=body).status_code == 201
+    t0 = clock.now
+    slots.acquire(slots.AcquireRequest(["tick"], 1, mode="rate_limit"))  # the pool is full: 1 at t0
+    waiter = str(uuid.uuid4())
+    request = slots.AcquireRequest(["tick"], 1, mode="rate_limit", wait_seconds=10)
+    assert isinstance(transactions.acquire_tx(request, waiter, engine_queue.owner()), slots.Queued)
+    clock.advance(0.13)  # it fitted at t0 + 0.1, and is granted now, 0.03 s late
+    transactions.pass_turn(waiter)
+    assert engine_queue.waiter_row(waiter)[2] is not None  # granted
+    limit = client.get("/api/v2/concurrency_limits/tick").json
+    assert limit["active_slots"] == 1  # full right after the grant: no more than 1 in the pool
+    clock.advance(0.07 - 1e-3)  # t0 + 0.199: the slot it took at t0 + 0.1 has not drained yet
+    assert client.get("/api/v2/concurrency_limits/tick").json["active_slots"] == 1
+    refused = client.post(
+        "/api/v2/concurrency_limits/increment", json={"names": ["tick"], "slots": 1, "mode": "rate_limit"}
+    )
+    assert refused.status_code == 423
+    clock.advance(2e-3)  # t0 + 0.201: drained 0.1 s after it fitted (granting from now would hold it to t0 + 0.23)
+    took = client.post(
+        "/api/v2/concurrency_limits/increment", json={"names": ["tick"], "slots": 1, "mode": "rate_limit"}
+    )
+    assert took.status_code == 200, took.json
+    assert clock.now - t0 < 0.23

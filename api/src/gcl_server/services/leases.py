@@ -24,20 +24,22 @@ def new_lease(rows, now, lease_seconds, anonymous):
     return str(uuid.uuid4()), token
 
 
-def grant(rows, request, now, lease=None, queued=None, ticket=None, claim=None):
+def grant(rows, request, now, lease=None, queued=None, ticket=None, claim=None, pool_at=None):
     """Occupy the request's slots on every active row: decaying limits in their pool, the others in a lease.
 
     lease: (id, fencing token) drawn already (a hand-off claims its waiter with them); queued: (seconds waited,
     seconds since the request that freed the slots arrived or None) for a hand-off; ticket: kept with the lease, so
     a retried request finds this grant; claim: the waiter whose claim (deferred in the same batch) the writes depend
-    on: they happen only if the claim did (a waiter withdrawn meanwhile gets no lease)."""
+    on: they happen only if the claim did (a waiter withdrawn meanwhile gets no lease); pool_at: when a queued
+    request's slots first fitted in the decaying pools (its grant occupies them from then: see queue.fitted_at)."""
     slots, lease_seconds, holder, anonymous = request.slots, request.lease_seconds, request.holder, request.anonymous
     active = [r for r in rows if r.active]
+    at = now if pool_at is None else pool_at
     for r in active:
         if r.rate > 0:
             defer(
                 "UPDATE concurrency_limit SET decay_occupancy = ?, decay_updated = ? WHERE id = ?",
-                (decayed(r.pool, r.pool_at, r.rate, now) + slots, now, r.id),
+                (decayed(r.pool, r.pool_at, r.rate, at) + slots, at, r.id),
             )
     lease_id, token = lease or new_lease(rows, now, lease_seconds, anonymous)
     result = Grant(limits=rows)

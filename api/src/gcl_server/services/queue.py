@@ -281,8 +281,9 @@ class _Turn:
         # Out of the queue at once: the queue scans stay as short as the queue (the row keeps the grant).
         defer("DELETE FROM waiter_limit WHERE waiter_id = ?", (candidate.id,))
         queued = (now - candidate.created, None if self.freed_at is None else max(now - self.freed_at, 0.0))
-        grant(rows, request, now, lease, queued, ticket=candidate.id, claim=claim)
-        self.known.update((r.name, r) for r in after_grant(rows, request.slots, now))
+        at = fitted_at(rows, request.slots, candidate.created, now)
+        grant(rows, request, now, lease, queued, ticket=candidate.id, claim=claim, pool_at=at)
+        self.known.update((r.name, r) for r in after_grant(rows, request.slots, now, pool_at=at))
         self.wake(candidate)
         expires = now + request.lease_seconds if lease[0] else None
         self.granted[candidate.id] = (lease[0], lease[1], expires, self.freed_at)
@@ -294,6 +295,24 @@ class _Turn:
             and all(r.rate <= 0 for r in rows if r.active)
             and needs_lease(rows, request.lease_seconds, request.anonymous)
         )
+
+
+def fitted_at(rows, slots, queued_at, now):
+    """When a request queued since queued_at first fitted in these rows' decaying pools (now at the latest).
+
+    Its grant occupies a pool from that moment, not from now: the time a hand-off takes (the head's timer firing,
+    its transaction) is then not lost to the rate. A limit of 1 at 50/s drains in 20 ms; granted 1.6 ms late each
+    time from now, it gave 0.926 of its rate on PostgreSQL. The pool is never above the limit at any instant (it had
+    room from then on), and a request that was not waiting gets no credit (never before it queued). A request that
+    also holds a plain limit is granted from now: when a lease freed its slot is not recorded."""
+    at = queued_at
+    for r in rows:
+        if not r.active:
+            continue
+        if r.rate <= 0:
+            return now
+        at = max(at, r.pool_at + max(0.0, r.pool - (r.limit - slots - r.leased)) / r.rate)
+    return min(at, now)
 
 
 CLAIM = (

@@ -101,12 +101,14 @@ def minimal(rows):
     return [MinimalLimit(r.id, r.name, r.limit) for r in sorted(rows, key=lambda r: r.name)]
 
 
-def after_grant(rows, slots, now):
-    """The rows as a grant of `slots` at `now` left them (for a caller that keeps deciding in the same transaction)."""
+def after_grant(rows, slots, now, pool_at=None):
+    """The rows as a grant of `slots` at `now` left them (for a caller that keeps deciding in the same transaction);
+    pool_at: as grant()'s."""
+    at = now if pool_at is None else pool_at
     out = []
     for r in rows:
         if r.active and r.rate > 0:
-            r = r._replace(pool=decayed(r.pool, r.pool_at, r.rate, now) + slots, pool_at=now)
+            r = r._replace(pool=decayed(r.pool, r.pool_at, r.rate, at) + slots, pool_at=at)
         elif r.active:
             r = r._replace(leased=r.leased + slots)
         out.append(r)
