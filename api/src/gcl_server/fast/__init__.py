@@ -28,7 +28,7 @@ from ..resources.slots.schemas import (
     LeaseGrantSchema,
     MinimalLimitSchema,
 )
-from .checks import REJECT, Unsupported, compile_dump, compile_load
+from .checks import REJECT, Unsupported, compile_load
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +60,7 @@ def _loader(schema):
 
 
 def _dumper(schema):
-    """The view's response schema's dump, compiled once (checks.py), or the schema's own when it cannot be."""
-    try:
-        return compile_dump(schema)
-    except Unsupported:
-        log.warning("fast path: %s dumps through marshmallow", type(schema).__name__, exc_info=True)
-        return schema.dump
+    return schema.dump
 
 
 # path -> (load the body or None, route function, success status, shape the route's result for the wire); the

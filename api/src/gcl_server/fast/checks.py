@@ -12,9 +12,8 @@ import math
 import operator
 import uuid
 
-from marshmallow import RAISE, Schema, ValidationError, fields, missing, validate
+from marshmallow import RAISE, ValidationError, fields, missing, validate
 from marshmallow.decorators import VALIDATES
-from marshmallow.utils import get_value
 
 from ..resources.fields import Bool, Int, Number, Str
 
@@ -174,60 +173,3 @@ def compile_load(schema):
         return out
 
     return check
-
-
-def compile_dump(schema):
-    """dump(obj) -> what schema.dump(obj) returns: each field's own _serialize, without the schema's per-call
-    machinery; nested schemas compiled the same way. Unsupported for hooks, dotted attributes or an own accessor."""
-    dump_one = _dump_one(schema)
-    if schema.many:
-        return lambda objs: [dump_one(obj) for obj in objs]
-    return dump_one
-
-
-def _dump_one(schema):
-    hooks = schema._hooks
-    if any(hooks[tag] for tag in hooks) or type(schema).get_attribute is not Schema.get_attribute:
-        raise Unsupported(f"dump hooks or accessor of {type(schema).__name__}")
-    plan = []
-    for name, field in schema.dump_fields.items():
-        attribute = field.attribute or name
-        if "." in attribute or not field._CHECK_ATTRIBUTE:
-            raise Unsupported(f"{name}: dotted attribute or no attribute")
-        plan.append((field.data_key or name, attribute, field.dump_default, _serializer(field)))
-
-    def dump_one(obj):
-        out = {}
-        for key, attribute, default, serialize in plan:
-            if type(obj) is dict:
-                value = obj[attribute] if attribute in obj else getattr(obj, attribute, missing)
-            else:
-                value = get_value(obj, attribute, missing)
-            if value is missing:
-                value = default() if callable(default) else default
-                if value is missing:
-                    continue
-            out[key] = serialize(value, attribute, obj)
-        return out
-
-    return dump_one
-
-
-def _serializer(field):
-    kind = type(field)
-    if kind is fields.Nested:
-        if field.only or field.exclude:
-            raise Unsupported(f"nested options of {field!r}")
-        nested = _dump_one(field.schema)
-        many = field.schema.many or field.many
-
-        def nested_dump(value, attr, obj):
-            if value is None:
-                return None
-            return [nested(item) for item in value] if many else nested(value)
-
-        return nested_dump
-    if kind is fields.List and type(field.inner) is fields.Nested:
-        inner = _serializer(field.inner)
-        return lambda value, attr, obj: None if value is None else [inner(item, attr, obj) for item in value]
-    return field._serialize
