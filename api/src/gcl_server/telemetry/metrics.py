@@ -57,31 +57,21 @@ _PER_LIMIT = {
 }
 
 
-_children = {}  # (metric, label value) -> its child: the same object labels() returns, without its checks and lock
-
-
-def _child(metric, value):
-    child = _children.get((metric, value))
-    if child is None:
-        child = _children[(metric, value)] = metric.labels(value)
-    return child
-
-
 def on_event(kind, fields):
     """events.subscribe() hook: count what the engine committed in this process."""
     if kind == "acquired":
         name, detail = fields["name"], fields.get("detail") or {}
-        _child(GRANTS, name).inc()
-        _child(WAIT_SECONDS, name).observe(detail.get("wait_seconds", 0.0))
+        GRANTS.labels(name).inc()
+        WAIT_SECONDS.labels(name).observe(detail.get("wait_seconds", 0.0))
         if detail.get("handoff_seconds") is not None:
-            _child(HANDOFF_SECONDS, name).observe(detail["handoff_seconds"])
+            HANDOFF_SECONDS.labels(name).observe(detail["handoff_seconds"])
     elif kind == "denied":
         for name in dict.fromkeys(fields.get("names") or ()):
-            _child(DENIALS, name).inc()
+            DENIALS.labels(name).inc()
     elif kind in _PER_LIMIT:
-        _child(_PER_LIMIT[kind], fields["name"]).inc()
+        _PER_LIMIT[kind].labels(fields["name"]).inc()
     elif kind in ("created", "updated", "deleted", "reset"):
-        _child(CHANGES, kind).inc()
+        CHANGES.labels(kind).inc()
 
 
 class BuildInfo:
