@@ -6,6 +6,7 @@ serving (serving/worker.py) must be as safe as gthread's own path.
 
 import re
 import socket
+import ssl
 import statistics
 import time
 
@@ -46,15 +47,15 @@ def _is_open(sock):
         return False
 
 
-def _wait_closed(sock, timeout):
-    """(seconds until the server closed it, the bytes it sent first)."""
+def _wait_closed(sock, timeout=10):
+    """(seconds until the server closed it, the bytes it sent first); plain or TLS sockets."""
     start = time.monotonic()
     sock.settimeout(timeout)
     data = b""
     try:
         while chunk := sock.recv(65536):
             data += chunk
-    except ConnectionResetError:
+    except (ConnectionResetError, ssl.SSLError):
         pass
     return time.monotonic() - start, data
 

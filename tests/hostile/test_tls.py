@@ -10,6 +10,7 @@ import pytest
 import trustme
 
 from tests.conftest import Server
+from tests.hostile.test_connections import _wait_closed
 
 HEAD_TIMEOUT = 1.0
 THREADS = 4
@@ -48,19 +49,6 @@ def _health(server, context):
     return data.split(b"\r\n", 1)[0], time.monotonic() - start
 
 
-def _closed_after(sock, timeout=10):
-    """(seconds until the server closed the connection, what it sent first)."""
-    start = time.monotonic()
-    sock.settimeout(timeout)
-    data = b""
-    try:
-        while chunk := sock.recv(65536):
-            data += chunk
-    except (ConnectionResetError, ssl.SSLError):
-        pass
-    return time.monotonic() - start, data
-
-
 def test_a_slowloris_over_tls_is_cut_off_and_holds_no_thread(tls_server):
     server, context = tls_server
     # Twice as many slow heads as the worker has threads, and as many TCP connections that never start TLS.
@@ -69,11 +57,11 @@ def test_a_slowloris_over_tls_is_cut_off_and_holds_no_thread(tls_server):
     status, seconds = _health(server, context)
     assert status == b"HTTP/1.1 200 OK" and seconds < HEAD_TIMEOUT / 2
     for sock in slow:
-        waited, sent = _closed_after(sock)
+        waited, sent = _wait_closed(sock)
         sock.close()
         assert waited < HEAD_TIMEOUT + 2 and sent.startswith(b"HTTP/1.1 408"), sent
     for sock in mute:
-        waited, sent = _closed_after(sock)
+        waited, sent = _wait_closed(sock)
         sock.close()
         assert waited < HEAD_TIMEOUT + 2 and sent == b""
     assert _health(server, context)[0] == b"HTTP/1.1 200 OK"
@@ -85,7 +73,7 @@ def test_a_head_trickled_within_the_bound_is_served(tls_server):
     for byte in HEALTH:
         sock.sendall(bytes([byte]))
         time.sleep(HEAD_TIMEOUT / 4 / len(HEALTH))
-    _, sent = _closed_after(sock)
+    _, sent = _wait_closed(sock)
     sock.close()
     assert sent.startswith(b"HTTP/1.1 200 OK") and b'"ok"' in sent
 
@@ -102,6 +90,6 @@ def test_kept_alive_tls_connections_serve_pipelined_and_later_requests(tls_serve
         data += chunk
     time.sleep(0.3)  # a later request, read by the thread that lingers on the connection
     sock.sendall(HEALTH)
-    _, sent = _closed_after(sock)
+    _, sent = _wait_closed(sock)
     sock.close()
     assert sent.startswith(b"HTTP/1.1 200 OK")
