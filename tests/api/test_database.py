@@ -137,15 +137,25 @@ def test_postgresql_acquires_in_two_round_trips_and_releases_in_three(app, sent)
         db.obj.dialect.release_connection()
 
 
-def test_a_peewee_query_sees_the_writes_deferred_before_it(tx, probe):
-    from gcl_server.database import db, defer
+def test_a_query_built_on_a_model_sees_the_writes_deferred_before_it(tx, probe):
+    from gcl_server import models
+    from gcl_server.database import defer
+
+    class Probe(models.BaseModel):
+        v = peewee.IntegerField(primary_key=True)
+
+        class Meta:
+            table_name = "defer_probe"
 
     @tx
     def work():
         defer("INSERT INTO defer_probe (v) VALUES (?)", (5,))
-        return [r[0] for r in db.obj.execute_sql("SELECT v FROM defer_probe").fetchall()]
+        seen = [probe.v for probe in models.instances(Probe.select())]
+        models.write(Probe.insert(v=6), deferred=True)
+        return seen, models.first_value(Probe.select(peewee.fn.MAX(Probe.v)))
 
-    assert work() == [5]
+    assert work() == ([5], 6)
+    assert _rows() == [5, 6]
 
 
 def test_the_migrated_schema_is_the_models_declaration(app):

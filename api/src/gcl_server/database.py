@@ -177,11 +177,6 @@ class PostgresPool(PooledPostgresqlDatabase):
     means it was closed (database restart, pg_terminate_backend, idle timeout) and the connection is dropped.
     """
 
-    def execute_sql(self, sql, params=None):
-        # A peewee query (the limits' CRUD) in a transaction must see the writes defer() holds back: send them first.
-        flush()
-        return super().execute_sql(sql, params)
-
     def _is_closed(self, conn):
         if conn.closed or conn.info.transaction_status != psycopg2.extensions.TRANSACTION_STATUS_IDLE:
             return super()._is_closed(conn)

@@ -1,8 +1,11 @@
-"""Every table of the server, declared once: migrations.py builds the schema from here."""
+"""Every table of the server, declared once: migrations.py builds the schema from here, and queries built on these
+models run through database.execute like the engine's own SQL (instances(), records(), first_value(), write())."""
+
+from collections import namedtuple
 
 import peewee
 
-from .database import db
+from .database import db, defer, execute
 
 # Database-side defaults too: the engine's own INSERTs leave these columns out.
 DEFAULT_TRUE = peewee.SQL("DEFAULT TRUE")
@@ -130,3 +133,60 @@ class SchemaVersion(BaseModel):
 
 
 TABLES = (ConcurrencyLimit, Lease, LeaseLimit, Waiter, WaiterLimit, Activity, SchemaVersion)  # + Counter on SQLite
+
+
+# The models declare the tables; they never run a query themselves. A query built on them (its columns, types and the
+# dialect's quoting come from the declaration) is compiled with .sql() and runs on the engine's one path,
+# database.execute: in the current write transaction, after the writes database.defer holds back, on both databases.
+
+
+def _run(query):
+    text, params = query.sql()  # the bound database's placeholders: database.sql leaves them as they are
+    return execute(text, params)
+
+
+def _fields(query, cursor):
+    """The declared field of each column the cursor returns (None for an expression), by column name."""
+    columns = query.model._meta.columns
+    return [columns.get(column[0]) for column in cursor.description]
+
+
+def instances(query):
+    """The rows of a select on a model, as instances of it (values converted as the fields declare)."""
+    cursor = _run(query)
+    fields = _fields(query, cursor)
+    model = query.model
+    return [
+        model(**{field.name: field.python_value(value) for field, value in zip(fields, row, strict=True)})
+        for row in cursor.fetchall()
+    ]
+
+
+def records(query):
+    """The rows of a select on a model as named tuples: lighter than instances, for many rows read only."""
+    cursor = _run(query)
+    fields = _fields(query, cursor)
+    if any(field is None for field in fields):  # (not `None in fields`: a field's == builds an expression)
+        raise ValueError("records() reads declared columns only")
+    record = namedtuple("Record", [field.name for field in fields])  # noqa: PYI024 - built from the query's columns
+    return [
+        record(*(field.python_value(value) for field, value in zip(fields, row, strict=True)))
+        for row in cursor.fetchall()
+    ]
+
+
+def first_value(query):
+    """The first column of the first row (None when there is none)."""
+    row = _run(query).fetchone()
+    return None if row is None else row[0]
+
+
+def write(query, deferred=False):
+    """Run an INSERT, UPDATE or DELETE built on a model. deferred: nobody reads its outcome and it cannot fail on a
+    constraint the caller must answer, so on PostgreSQL it may travel with the transaction's next statement or COMMIT
+    (database.defer); otherwise it runs now and its errors (peewee.IntegrityError) are raised here."""
+    text, params = query.sql()
+    if deferred:
+        defer(text, params)
+    else:
+        execute(text, params)

@@ -1,7 +1,7 @@
 """Events other tools send about limits (Prefect's SDK: slots acquired and released), kept in the activity history."""
 
 from .. import activity
-from ..models import ConcurrencyLimit
+from ..models import ConcurrencyLimit, instances
 from . import transactional
 
 RECENT = 200  # an event id seen among a limit's newest event records is a client's resend, not a new event
@@ -14,9 +14,10 @@ def record(events, actor):
     Returns how many were kept. Prefect's client re-sends the events a dropped connection left unconfirmed, so an
     id already recorded for its limit is skipped."""
     ids = sorted({event["limit_id"] for event in events})
-    names = dict(
-        ConcurrencyLimit.select(ConcurrencyLimit.id, ConcurrencyLimit.name).where(ConcurrencyLimit.id.in_(ids)).tuples()
+    found = instances(
+        ConcurrencyLimit.select(ConcurrencyLimit.id, ConcurrencyLimit.name).where(ConcurrencyLimit.id.in_(ids))
     )
+    names = {limit.id: limit.name for limit in found}
     seen = {limit_id: _recent_event_ids(limit_id) for limit_id in names}
     kept = 0
     for event in events:

@@ -1,4 +1,7 @@
-"""Limits as declarative resources: create, read, update, upsert, delete, list, reset."""
+"""Limits as declarative resources: create, read, update, upsert, delete, list, reset.
+
+Queries are built on models.ConcurrencyLimit (the table's one declaration) and run through database.execute, the
+engine's own path, in the engine's transaction (models.instances / write)."""
 
 import hashlib
 import time
@@ -7,9 +10,9 @@ import uuid
 import peewee
 
 from .. import activity, names
-from ..database import db, execute
+from ..database import db, defer, execute
 from ..errors import Conflict, Invalid, NotFound, PreconditionFailed
-from ..models import ConcurrencyLimit
+from ..models import ConcurrencyLimit, instances, write
 from . import transactional, waiting
 from .decay import decayed, denied_rate, shown_slots
 from .slots import leased_slots
@@ -60,17 +63,24 @@ def _parse_uuid(value):
     return str(uuid.UUID(value)) if isinstance(value, str) and names.is_uuid(value) else None
 
 
+def _first(query):
+    found = instances(query.limit(1))
+    return found[0] if found else None
+
+
+def _select(lock):
+    query = ConcurrencyLimit.select()
+    return query.for_update() if lock and db.obj.dialect.lock_rows else query
+
+
 def find(id_or_name, lock=False):
     """A limit by id (a UUID) or else by name; NotFound otherwise."""
-    query = ConcurrencyLimit.select()
-    if lock and db.obj.dialect.lock_rows:
-        query = query.for_update()
     as_id = _parse_uuid(id_or_name)
     limit = None
     if as_id:
-        limit = query.where(ConcurrencyLimit.id == as_id).first()
+        limit = _first(_select(lock).where(ConcurrencyLimit.id == as_id))
     if limit is None:
-        limit = query.where(ConcurrencyLimit.name == id_or_name).first()
+        limit = _first(_select(lock).where(ConcurrencyLimit.name == id_or_name))
     if limit is None:
         raise NotFound(f"Concurrency limit {id_or_name!r} not found.")
     return limit
@@ -95,7 +105,7 @@ def _ensure_name_free(name, except_id=None):
     query = ConcurrencyLimit.select(ConcurrencyLimit.id).where(ConcurrencyLimit.name == name)
     if except_id:
         query = query.where(ConcurrencyLimit.id != except_id)
-    if query.exists():
+    if instances(query.limit(1)):
         raise Conflict(f"A concurrency limit named {name!r} already exists.")
 
 
@@ -118,11 +128,24 @@ def create(data, actor=None):
         updated=now,
     )
     try:
-        limit.save(force_insert=True)
+        write(ConcurrencyLimit.insert(_columns(limit)))
     except peewee.IntegrityError as exc:
         raise Conflict(f"A concurrency limit named {data['name']!r} already exists.") from exc
     _record("created", limit, actor, after=managed(limit), now=now)
     return with_runtime([limit], now)[0]
+
+
+def _columns(limit, but=()):
+    """The limit's values for every declared column but the names in `but` (its row is the limit's whole state)."""
+    return {
+        field: getattr(limit, field.name) for field in ConcurrencyLimit._meta.sorted_fields if field.name not in but
+    }
+
+
+def _save(limit, deferred):
+    """Write every column but the id back, as peewee's save() would (deferred: see models.write)."""
+    query = ConcurrencyLimit.update(_columns(limit, but=("id",)))
+    write(query.where(ConcurrencyLimit.id == limit.id), deferred=deferred)
 
 
 def _apply(limit, data, now):
@@ -189,7 +212,7 @@ def update(id_or_name, data, if_match=None, actor=None):
         if managed(limit) != before:
             _record("updated", limit, actor, before, managed(limit), now)
         try:
-            limit.save()
+            _save(limit, deferred="name" not in data)  # only a rename can fail (on the unique name)
         except peewee.IntegrityError as exc:  # PostgreSQL: a create or rename on another node took the name first
             raise Conflict(f"A concurrency limit named {data['name']!r} already exists.") from exc
         waiting.hand_off([limit.id], now)  # a larger limit, deactivation or reset frees slots for waiters
@@ -212,29 +235,30 @@ def upsert(name, data, if_match=None, actor=None):
             raise PreconditionFailed("If-Match given but the limit does not exist.") from None
         if not db.obj.dialect.lock_rows:
             return create.__wrapped__(desired, actor), True
+        # PostgreSQL: a PUT of the same new name on another node may insert first (READ COMMITTED);
+        # the savepoint keeps this transaction usable, and the loser updates the winner's row.
+        defer("SAVEPOINT gcl_upsert")
         try:
-            # PostgreSQL: a PUT of the same new name on another node may insert first (READ COMMITTED);
-            # the savepoint keeps this transaction usable, and the loser updates the winner's row.
-            with db.atomic():
-                return create.__wrapped__(desired, actor), True
+            created = create.__wrapped__(desired, actor)
         except Conflict:
+            execute("ROLLBACK TO SAVEPOINT gcl_upsert")
             limit = _by_name(name, lock=True)
+        else:
+            defer("RELEASE SAVEPOINT gcl_upsert")
+            return created, True
     _check_if_match(limit, if_match)
     now = time.time()
     before = managed(limit)
     if _apply(limit, desired, now):
         if managed(limit) != before:
             _record("updated", limit, actor, before, managed(limit), now)
-        limit.save()
+        _save(limit, deferred=True)  # the name is the one it was found by
         waiting.hand_off([limit.id], now)
     return with_runtime([limit], now)[0], False
 
 
 def _by_name(name, lock=False):
-    query = ConcurrencyLimit.select().where(ConcurrencyLimit.name == name)
-    if lock and db.obj.dialect.lock_rows:
-        query = query.for_update()
-    limit = query.first()
+    limit = _first(_select(lock).where(ConcurrencyLimit.name == name))
     if limit is None:
         raise NotFound(f"Concurrency limit {name!r} not found.")
     return limit
@@ -246,16 +270,14 @@ def delete(id_or_name, if_match=None, actor=None):
     _check_if_match(limit, if_match)
     _record("deleted", limit, actor, before=managed(limit))
     _revoke_leases_of(limit.id)
-    limit.delete_instance()
+    write(ConcurrencyLimit.delete().where(ConcurrencyLimit.id == limit.id), deferred=True)
     waiting.hand_off([limit.id], time.time())  # its waiters no longer wait for it
 
 
 def _revoke_leases_of(limit_id):
-    execute(
-        "DELETE FROM lease WHERE id IN (SELECT lease_id FROM lease_limit WHERE limit_id = ?)",
-        (limit_id,),
-    )
-    execute("DELETE FROM lease_limit WHERE limit_id = ?", (limit_id,))
+    """Writes nobody reads: on PostgreSQL they travel with the transaction's next statement (database.defer)."""
+    defer("DELETE FROM lease WHERE id IN (SELECT lease_id FROM lease_limit WHERE limit_id = ?)", (limit_id,))
+    defer("DELETE FROM lease_limit WHERE limit_id = ?", (limit_id,))
 
 
 def _reset(limit, actor=None):
@@ -278,7 +300,7 @@ def _counts(limit, now):
 def reset(id_or_name, actor=None):
     limit = find(id_or_name, lock=True)
     _reset(limit, actor)
-    limit.save()
+    _save(limit, deferred=True)
     waiting.hand_off([limit.id], limit.updated)
     return with_runtime([limit])[0]
 
@@ -291,4 +313,4 @@ def list_limits(offset=0, limit=200, names=None, name_prefix=None, active=None):
         query = query.where(peewee.fn.SUBSTR(ConcurrencyLimit.name, 1, len(name_prefix)) == name_prefix)
     if active is not None:
         query = query.where(ConcurrencyLimit.active == active)
-    return with_runtime(list(query.offset(offset).limit(limit)))
+    return with_runtime(instances(query.offset(offset).limit(limit)))

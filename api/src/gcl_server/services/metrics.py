@@ -5,14 +5,14 @@ import time
 from prometheus_client.core import GaugeMetricFamily
 
 from ..database import execute
-from ..models import ConcurrencyLimit
+from ..models import ConcurrencyLimit, instances
 from .limits import with_runtime
 
 
 class LimitsCollector:
     def collect(self):
         now = time.time()
-        limits = with_runtime(list(ConcurrencyLimit.select().order_by(ConcurrencyLimit.name)), now)
+        limits = with_runtime(instances(ConcurrencyLimit.select().order_by(ConcurrencyLimit.name)), now)
         gauges = {
             "limit": GaugeMetricFamily("gcl_limit_slots", "Size of the limit", labels=["name"]),
             "active": GaugeMetricFamily("gcl_limit_active", "1 if the limit is active", labels=["name"]),

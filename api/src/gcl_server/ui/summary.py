@@ -8,7 +8,7 @@ import peewee
 
 from .. import activity
 from ..database import execute
-from ..models import ConcurrencyLimit
+from ..models import ConcurrencyLimit, first_value, records
 from ..services import limits as limits_service
 from ..services import slots as engine
 from ..services import waiting
@@ -79,20 +79,21 @@ def _live_key(sort, queued):
 def page(q="", sort="name", descending=False, offset=0, limit=50, now=None):
     """One page of limits whose name contains q (case-insensitive), sorted, with live figures and the total."""
     now = time.time() if now is None else now
-    query = ConcurrencyLimit.select()
+    query, counted = ConcurrencyLimit.select(), ConcurrencyLimit.select(peewee.fn.COUNT(ConcurrencyLimit.id))
     if q:
-        query = query.where(peewee.fn.LOWER(ConcurrencyLimit.name).contains(q.lower()))
-    total = query.count()
+        matches = peewee.fn.LOWER(ConcurrencyLimit.name).contains(q.lower())
+        query, counted = query.where(matches), counted.where(matches)
+    total = first_value(counted)
     if sort in SQL_SORTS:
         column = SQL_SORTS[sort]
         query = query.order_by(column.desc() if descending else column.asc(), ConcurrencyLimit.name)
-        chosen = list(query.offset(offset).limit(limit).namedtuples())
+        chosen = records(query.offset(offset).limit(limit))
         leased = engine.leased_slots([c.id for c in chosen], now)
         pairs = [(c, limits_service.runtime(c, leased.get(c.id, 0), now)) for c in chosen]
         queued = queued_counts([c.id for c in chosen], now)
     else:
         # Live figures of every match (plain tuples, two grouped queries), then the page: cost grows with matches.
-        everything = list(query.order_by(ConcurrencyLimit.name).namedtuples())
+        everything = records(query.order_by(ConcurrencyLimit.name))
         leased = _chunked(engine.leased_slots, [c.id for c in everything], now)
         pairs = [(c, limits_service.runtime(c, leased.get(c.id, 0), now)) for c in everything]
         queued = queued_counts([c.id for c in everything], now) if sort == "queued" else {}
