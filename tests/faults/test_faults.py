@@ -15,24 +15,28 @@ Loopback only, fixed time budget (about 45 s per variant), its own server, port 
 with other suites (`pytest tests/faults`). Fault kinds are spaced SPACING s apart so each one's figures are its own.
 """
 
-import json
 import os
 import signal
 import subprocess
-import sys
 import time
+from dataclasses import replace
 
 import pytest
 import requests
 
-from tests.conftest import ROOT, Server
+from tests.conftest import Server
+from tests.faultkit.client import Holding
+from tests.faultkit.suite import Clients, assert_no_leases, max_overlap, summarize, wait_for_holds
 
 LIMIT = 5
 CLIENTS = 20
 NAME = "faults"
+# Short leases, so leases granted just before a whole-server kill have expired when it is back.
+HOLDING = Holding(lease_seconds=0.5, acquire_timeout_seconds=20.0, budget_seconds=120.0, longest_hold_seconds=0.04)
 # A second, smaller fleet holds 30 s leases: a lease committed behind an answer lost in a fault, and never released,
-# would still be listed when the clients have stopped (the 1 s leases above expire before anyone could look).
-LONG_NAME, LONG_LIMIT, LONG_CLIENTS, LONG_LEASE_SECONDS = "faults-long", 3, 6, 30.0
+# would still be listed when the clients have stopped (the short leases above expire before anyone could look).
+LONG_NAME, LONG_LIMIT, LONG_CLIENTS = "faults-long", 3, 6
+LONG_HOLDING = replace(HOLDING, lease_seconds=30.0)
 SPACING = 4.0  # seconds between faults
 BEFORE, AFTER = 1.0, 2.5  # an acquire begun this long before to this long after a fault counts as near it
 KEEP = [(f"keep-{index:02d}", index % 7, index % 3 == 0, float(index % 4) / 2) for index in range(40)]
@@ -57,16 +61,6 @@ def _writer(server):
     return pids[0]
 
 
-def _max_overlap(holds):
-    """The most holders at any instant (a release at the same instant as a grant counts first)."""
-    events = sorted([(left, -1) for _, left in holds] + [(entered, 1) for entered, _ in holds])
-    current = peak = 0
-    for _, delta in events:
-        current += delta
-        peak = max(peak, current)
-    return peak
-
-
 def _gap_after(holds, at):
     """Seconds from `at` to the first hold that began after it (how long the fleet made no progress)."""
     later = [entered for entered, _ in holds if entered >= at]
@@ -77,47 +71,10 @@ def _near(asked, at):
     return at - BEFORE <= asked <= at + AFTER
 
 
-class Fleet:
+def _fleet(tmp_path, url):
     """CLIENTS SDK processes contending for NAME, and LONG_CLIENTS for LONG_NAME, on one server URL."""
-
-    def __init__(self, tmp_path, url):
-        self.stop_file = tmp_path / "stop"
-        plan = [(NAME, None)] * CLIENTS + [(LONG_NAME, LONG_LEASE_SECONDS)] * LONG_CLIENTS
-        self.outs = [(tmp_path / f"client-{index}.json", name) for index, (name, _) in enumerate(plan)]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("GCL_")}
-        self.procs = []
-        for index, (name, lease) in enumerate(plan):
-            out = self.outs[index][0]
-            command = [sys.executable, "-m", "tests.faults.client", url, name, str(out), str(self.stop_file)]
-            command += [str(index)] + ([str(lease)] if lease else [])
-            with open(tmp_path / f"client-{index}.log", "wb") as log:
-                self.procs.append(subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
-
-    def stop(self, timeout=60):
-        self.stop_file.touch()
-        deadline = time.monotonic() + timeout
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        records = [(json.loads(out.read_text()), name) for out, name in self.outs if out.exists()]
-        assert len(records) == len(self.outs), "every client exits cleanly and writes its record"
-        return [record for record, name in records if name == NAME], [r for r, name in records if name == LONG_NAME]
-
-
-def _wait_for_holds(server, count=1, timeout=15):
-    """Until the fleet holds slots (an event, not a sleep): returns when active_slots reaches `count`."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(f"{server.limits_url}/{NAME}", timeout=2).json()["active_slots"] >= count:
-                return
-        except (requests.RequestException, KeyError, ValueError):
-            pass
-        time.sleep(0.02)
-    raise AssertionError("the clients never got going")
+    plan = [(url, NAME, HOLDING)] * CLIENTS + [(url, LONG_NAME, LONG_HOLDING)] * LONG_CLIENTS
+    return Clients(tmp_path, plan)
 
 
 def _run(server, tmp_path, faults, figures, label):
@@ -129,9 +86,9 @@ def _run(server, tmp_path, faults, figures, label):
         requests.post(f"{server.limits_url}/", json=body, timeout=10).raise_for_status()
     before = requests.post(f"{server.limits_url}/filter", json={"limit": 200}, timeout=10).json()
 
-    fleet = Fleet(tmp_path, server.url)
+    fleet = _fleet(tmp_path, server.url)
     try:
-        _wait_for_holds(server, LIMIT)
+        wait_for_holds(server.limits_url, NAME, at_least=LIMIT, timeout=15)
         injected = []
         for kind in faults:
             time.sleep(SPACING)  # contention runs between faults; the fault lands wherever the fleet is
@@ -146,20 +103,20 @@ def _run(server, tmp_path, faults, figures, label):
             injected.append((kind, at))
         time.sleep(4.0)
     finally:
-        records, long_records = fleet.stop()
+        everyone = fleet.stop(timeout=60)
+    records = [record for record in everyone if record["name"] == NAME]
+    long_records = [record for record in everyone if record["name"] == LONG_NAME]
 
     tokens = [hold[2] for record in records for hold in record["holds"]]
-    holds = [tuple(hold[:2]) for record in records for hold in record["holds"]]
+    holds, errors, unexpected = summarize(records)
     waits = [wait for record in records for wait in record["waits"]]
-    errors = [error for record in records for error in record["errors"]]
-    unexpected = [error for record in records for error in record["unexpected"]]
-    peak = _max_overlap(holds)
-    overran = sum(hold[3] for record in records + long_records for hold in record["holds"] if len(hold) > 3)
-    long_holds = [tuple(hold[:2]) for record in long_records for hold in record["holds"]]
+    peak = max_overlap(holds)
+    overran = sum(hold[3] for record in everyone for hold in record["holds"])
+    long_holds, long_errors, long_unexpected = summarize(long_records)
     long_tokens = [hold[2] for record in long_records for hold in record["holds"]]
-    long_peak = _max_overlap(long_holds)
-    errors += [error for record in long_records for error in record["errors"]]
-    unexpected += [error for record in long_records for error in record["unexpected"]]
+    long_peak = max_overlap(long_holds)
+    errors += long_errors
+    unexpected += long_unexpected
     # Per fault: how long the fleet went without a grant, and the longest a client waited for one (an acquire begun
     # from BEFORE s before the fault to AFTER s after it); outside those windows the wait is contention alone.
     stalls = [(kind, _gap_after(holds, at)) for kind, at in injected]
@@ -187,9 +144,7 @@ def _run(server, tmp_path, faults, figures, label):
         assert stall < bound and wait < bound, (kind, stall, wait)
 
     for name in (NAME, LONG_NAME):  # a 30 s lease taken behind a lost answer and never released would be here
-        leases = requests.get(f"{server.limits_url}/{name}/leases", timeout=10)
-        assert leases.status_code == 200 and leases.json() == [], f"orphaned leases on {name}: {leases.text[:500]}"
-        assert requests.get(f"{server.limits_url}/{name}", timeout=10).json()["active_slots"] == 0
+        assert_no_leases(server.limits_url, name)
     after = requests.post(f"{server.limits_url}/filter", json={"limit": 200}, timeout=10).json()
     managed = ("id", "name", "limit", "active", "slot_decay_per_second")
     assert [{k: x[k] for k in managed} for x in after] == [{k: x[k] for k in managed} for x in before]

@@ -3,21 +3,10 @@
 import pytest
 
 from tests import pg
+from tests.faultkit import suite
 
-FIGURES = []
-
-
-def pytest_terminal_summary(terminalreporter):
-    if FIGURES:
-        terminalreporter.section("pgfaults: figures")
-        for line in FIGURES:
-            terminalreporter.write_line(line)
-
-
-@pytest.fixture
-def figures():
-    return FIGURES
-
+figures, pytest_terminal_summary = suite.summary_section("pgfaults: figures")
+pg_url = suite.pg_url
 
 # A crash loses nothing committed only when commits are durable: the crash test runs with PostgreSQL's defaults.
 DURABLE = {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on"}
@@ -31,11 +20,3 @@ def own_cluster(request):
     cluster = pg.PostgresCluster(settings=settings).start()
     yield cluster
     cluster.stop()
-
-
-@pytest.fixture
-def pg_url():
-    cluster = pg.cluster()
-    url = cluster.create_database()
-    yield url
-    cluster.release_database(url)

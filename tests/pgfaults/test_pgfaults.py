@@ -6,10 +6,6 @@ the database is away), no orphaned lease or waiter once the clients have stopped
 own servers, fixed time budget per test (pytest-timeout).
 """
 
-import json
-import os
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -17,50 +13,22 @@ import uuid
 import pytest
 import requests
 
-from tests.conftest import ROOT, Server
+from tests.conftest import Server
+from tests.faultkit.client import Holding
+from tests.faultkit.suite import Clients, assert_no_leases, max_overlap, summarize, wait_for_holds
 
 from .balancer import Balancer
 
 LIMIT = 5
 CLIENTS = 12
 NODE_ENV = {"GCL_LEASE_MIN_SECONDS": "1", "GCL_SWEEP_INTERVAL_SECONDS": "0.2"}
+# Leases last 10 s: a lease a client lost track of would still be listed when the test looks, right after they stop.
+HOLDING = Holding(lease_seconds=10.0, acquire_timeout_seconds=30.0, budget_seconds=90.0, longest_hold_seconds=0.05)
 
 
-class Clients:
-    """SDK client processes, client i on urls[i % len(urls)], contending for one limit."""
-
-    def __init__(self, tmp_path, urls, name, count=CLIENTS):
-        self.stop_file = tmp_path / "stop"
-        self.outs = [tmp_path / f"client-{i}.json" for i in range(count)]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("GCL_")}
-        self.procs = []
-        for i, out in enumerate(self.outs):
-            with open(tmp_path / f"client-{i}.log", "wb") as log:
-                command = [sys.executable, "-m", "tests.pgfaults.client", urls[i % len(urls)], name, str(out),
-                           str(self.stop_file), str(i)]  # fmt: skip
-                self.procs.append(subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
-
-    def stop(self, timeout=45):
-        self.stop_file.touch()
-        deadline = time.monotonic() + timeout
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        records = [json.loads(out.read_text()) for out in self.outs if out.exists()]
-        assert len(records) == len(self.outs), "every client exits cleanly and writes its record"
-        return records
-
-
-def max_overlap(holds):
-    events = sorted([(left, -1) for _, left in holds] + [(entered, 1) for entered, _ in holds])
-    current = peak = 0
-    for _, delta in events:
-        current += delta
-        peak = max(peak, current)
-    return peak
+def start_clients(tmp_path, urls, name):
+    """CLIENTS SDK client processes, client i on urls[i % len(urls)], contending for one limit."""
+    return Clients(tmp_path, [(urls[i % len(urls)], name, HOLDING) for i in range(CLIENTS)])
 
 
 def create(node, name, limit):
@@ -68,37 +36,21 @@ def create(node, name, limit):
     assert response.status_code == 201, response.text
 
 
-def wait_for_holds(node, name, at_least=1, timeout=30):
-    """Until the clients hold slots (polled, not slept): they have started and contend."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(f"{node.limits_url}/{name}", timeout=2).json()["active_slots"] >= at_least:
-                return
-        except (requests.RequestException, KeyError, ValueError):
-            pass
-        time.sleep(0.02)
-    raise AssertionError("the clients never got going")
+def assert_no_waiters(node, name):
+    waiters = requests.get(f"{node.limits_url}/{name}/waiters", timeout=10)
+    assert waiters.status_code == 200 and waiters.json() == [], waiters.text[:500]
 
 
 def assert_nothing_left(node, name):
     """No lease and no waiter outlives the clients (leases last 30 s: an orphan would still be listed)."""
-    leases = requests.get(f"{node.limits_url}/{name}/leases", timeout=10)
-    assert leases.status_code == 200 and leases.json() == [], leases.text[:500]
-    waiters = requests.get(f"{node.limits_url}/{name}/waiters", timeout=10)
-    assert waiters.status_code == 200 and waiters.json() == [], waiters.text[:500]
-    assert requests.get(f"{node.limits_url}/{name}", timeout=10).json()["active_slots"] == 0
+    assert_no_leases(node.limits_url, name)
+    assert_no_waiters(node, name)
 
 
 def leases_of(node, name):
     response = requests.get(f"{node.limits_url}/{name}/leases", timeout=10)
     assert response.status_code == 200, response.text[:300]
     return response.json()
-
-
-def summarize(records):
-    holds = [tuple(h) for r in records for h in r["holds"]]
-    return holds, [e for r in records for e in r["errors"]], [e for r in records for e in r["unexpected"]]
 
 
 class Prober:
@@ -205,9 +157,9 @@ def test_postgresql_restart_under_load(tmp_path, own_cluster, mode, figures):
     try:
         create(nodes[0], name, LIMIT)
         create(nodes[0], probe, 100)
-        clients = Clients(tmp_path, [n.url for n in nodes], name)
+        clients = start_clients(tmp_path, [n.url for n in nodes], name)
         try:
-            wait_for_holds(nodes[0], name)
+            wait_for_holds(nodes[0].limits_url, name, timeout=30)
             with Prober(nodes, probe) as prober:
                 time.sleep(1.5)  # contention before the fault
                 down = time.time()
@@ -220,7 +172,7 @@ def test_postgresql_restart_under_load(tmp_path, own_cluster, mode, figures):
                 recovered = time.time()
                 time.sleep(2.0)  # contention after the fault
         finally:
-            records = clients.stop()
+            records = clients.stop(timeout=45)
         holds, errors, unexpected = summarize(records)
         statuses = [s for _, _, _, s, _ in prober.seen]
         unavailable = [(t, s, r) for t, _, _, s, r in prober.seen if s == 503]
@@ -243,8 +195,7 @@ def test_postgresql_restart_under_load(tmp_path, own_cluster, mode, figures):
         refused = [(round(t - down, 3), i, p, s) for t, i, p, s, _ in prober.seen if s != 200 and s != 204]
         assert left == [], f"orphaned: {left}; restart at 0, refused calls: {refused}"
         assert_nothing_left(nodes[0], probe)  # raw clients that retry their release on 503 leave nothing
-        waiters = requests.get(f"{nodes[1].limits_url}/{name}/waiters", timeout=10)
-        assert waiters.status_code == 200 and waiters.json() == [], waiters.text[:500]
+        assert_no_waiters(nodes[1], name)
         # The SDK's part: a release refused during the restart must be retried, not left to the lease's expiry
         # (the whole limit would stall for a lease duration: 300 s by default).
         unreleased = [w for r in records for w in r["warnings"] if w.startswith("ReleaseFailedWarning")]
@@ -267,9 +218,9 @@ def test_killed_node_parked_clients_carry_on_through_the_other(tmp_path, pg_url,
     limit = 2  # 12 clients on 2 slots: most of them are parked in the queue at any instant, on both nodes
     try:
         create(survivor, name, limit)
-        clients = Clients(tmp_path, [balancer.url], name)
+        clients = start_clients(tmp_path, [balancer.url], name)
         try:
-            wait_for_holds(survivor, name, at_least=limit)
+            wait_for_holds(survivor.limits_url, name, at_least=limit, timeout=30)
             deadline = time.monotonic() + 20  # until both nodes hold parked requests
             while time.monotonic() < deadline:
                 queued = requests.get(f"{survivor.limits_url}/{name}/waiters", timeout=10).json()
@@ -281,9 +232,9 @@ def test_killed_node_parked_clients_carry_on_through_the_other(tmp_path, pg_url,
             doomed.kill()
             time.sleep(4.0)
         finally:
-            records = clients.stop()
+            records = clients.stop(timeout=45)
         holds, errors, unexpected = summarize(records)
-        per_client_after = [sum(1 for entered, _ in r["holds"] if entered > killed + 0.5) for r in records]
+        per_client_after = [sum(1 for hold in r["holds"] if hold[0] > killed + 0.5) for r in records]
         waits_after = [w for r in records for asked, w in r["waits"] if killed - 1 < asked < killed + 1]
         figures.append(
             f"node killed under load (2 nodes behind a round-robin balancer, limit {limit}, {CLIENTS} SDK "

@@ -1,9 +1,12 @@
-"""One contending SDK client process for the fault suite: holds a limit again and again, recording every hold.
+"""One SDK client process of the fault suites: holds a limit again and again until told to stop, recording every hold.
 
-Usage: python -m tests.faults.client API_URL NAME OUT_JSON STOP_FILE SEED [LEASE_SECONDS]
+Usage: python -m tests.faultkit.client API_URL NAME OUT_JSON STOP_FILE SEED LEASE_SECONDS ACQUIRE_TIMEOUT_SECONDS
+       BUDGET_SECONDS LONGEST_HOLD_SECONDS (a ``Holding``'s fields, as ``Holding.argv`` writes them)
 
 Hold intervals are taken with time.time() (one clock for every process on the host) inside the `with` body: entered
 after the grant arrived, left before the release is sent, so an overlap seen here really happened on the server.
+The record (JSON): the limit's name; holds [entered, left, fencing token, overran]; waits [asked, seconds]; errors and
+unexpected [time, class, message]; warnings.
 """
 
 import json
@@ -12,19 +15,30 @@ import random
 import sys
 import time
 import warnings
+from dataclasses import astuple, dataclass
 
 from gcl import GCLError
 from gcl.sync import concurrency
 
-LEASE_SECONDS = 0.5  # short, so leases granted just before a whole-server kill have expired when it is back
-ACQUIRE_TIMEOUT_SECONDS = 20.0
-BUDGET_SECONDS = 120.0  # a client never outlives this, whatever the test does
+
+@dataclass(frozen=True)
+class Holding:
+    """How a client holds: its lease, how long one acquire may wait, how long it may run at all (whatever the test
+    does), and the longest hold (each hold lasts 10 ms to that, at random)."""
+
+    lease_seconds: float
+    acquire_timeout_seconds: float
+    budget_seconds: float
+    longest_hold_seconds: float
+
+    def argv(self):
+        return [str(value) for value in astuple(self)]
 
 
-def main(api_url, name, out, stop_file, seed, lease_seconds=LEASE_SECONDS):
+def main(api_url, name, out, stop_file, seed, holding):
     rng = random.Random(seed)
-    record = {"holds": [], "waits": [], "errors": [], "unexpected": [], "warnings": []}
-    deadline = time.time() + BUDGET_SECONDS
+    record = {"name": name, "holds": [], "waits": [], "errors": [], "unexpected": [], "warnings": []}
+    deadline = time.time() + holding.budget_seconds
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         while not os.path.exists(stop_file) and time.time() < deadline:
@@ -33,14 +47,14 @@ def main(api_url, name, out, stop_file, seed, lease_seconds=LEASE_SECONDS):
                 with concurrency(
                     name,
                     occupy=1,
-                    timeout_seconds=ACQUIRE_TIMEOUT_SECONDS,
-                    lease_duration=lease_seconds,
+                    timeout_seconds=holding.acquire_timeout_seconds,
+                    lease_duration=holding.lease_seconds,
                     strict=True,
                     api_url=api_url,
                     holder={"type": "fault-client", "id": str(seed)},
                 ) as held:
                     entered = time.time()
-                    time.sleep(rng.uniform(0.01, 0.04))
+                    time.sleep(rng.uniform(0.01, holding.longest_hold_seconds))
                     left, remaining = time.time(), held.expires_in()
                 # A client descheduled past its lease (a loaded machine) holds nothing after it: the server may then
                 # give the slot to another, rightly. The lease's end as this client knows it (counted from when it
@@ -59,4 +73,4 @@ def main(api_url, name, out, stop_file, seed, lease_seconds=LEASE_SECONDS):
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:5], int(sys.argv[5]), *map(float, sys.argv[6:7]))
+    main(*sys.argv[1:5], int(sys.argv[5]), Holding(*map(float, sys.argv[6:10])))
