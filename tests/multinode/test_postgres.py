@@ -340,3 +340,23 @@ def test_nodes_starting_together_apply_each_migration_once(pg_url):
             assert [row[0] for row in cur.fetchall()] == list(range(1, LATEST_VERSION + 1))
     finally:
         conn.close()
+
+
+def test_each_migration_is_written_while_its_node_holds_the_migration_lock(pg_url, monkeypatch):
+    """Nodes of several processes serialise their migrations on an advisory transaction lock: every version row is
+    written while the migrating connection still holds it (a lock taken outside the transaction ends with its own
+    statement, and two nodes starting together both applied version 1: a duplicate key, a node that never started)."""
+    from gcl_server import migrations
+
+    held, create = [], migrations.SchemaVersion.create.__func__
+
+    def create_checked(model, **fields):
+        cursor = model._meta.database.execute_sql(
+            "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted"
+        )
+        held.append(cursor.fetchone()[0])
+        return create(model, **fields)
+
+    monkeypatch.setattr(migrations.SchemaVersion, "create", classmethod(create_checked))
+    assert migrations.migrate_url(pg_url) == [number for number, _, _ in migrations.MIGRATIONS]
+    assert held and all(count == 1 for count in held), held

@@ -343,6 +343,24 @@ def flush(finish=None):
         (_deferred.database or db.obj).cursor().execute(query, params)
 
 
+def alone_possible():
+    """PostgreSQL: this write transaction has sent nothing yet, so a statement may run as a transaction of its own
+    (execute_alone)."""
+    return getattr(_deferred, "statements", None) == [("BEGIN", ())] and not _deferred.sent
+
+
+def execute_alone(query, params=()):
+    """One statement as a transaction of its own, first in a write transaction (alone_possible): sent without the
+    BEGIN, it commits as it ends (the connection is in autocommit mode), so the row locks it takes last only while it
+    runs, not across a round trip. The write transaction begins afresh with its next statement, if any."""
+    pending = _deferred.statements
+    pending.clear()
+    try:
+        return execute(query, params)
+    finally:
+        pending.append(("BEGIN", ()))
+
+
 def drawn(counter):
     """The value of a counter (a sequence) this PostgreSQL transaction drew ahead with its first read, else None."""
     ahead = getattr(_deferred, "drawn", None)

@@ -13,7 +13,7 @@ import time
 from playhouse.migrate import PostgresqlMigrator, SqliteMigrator
 
 from . import statements
-from .database import open_database, sqlite_path
+from .database import flush, open_database, sqlite_path
 from .models import (
     Activity,
     ConcurrencyLimit,
@@ -128,6 +128,9 @@ def migrate(database):
     applied = []
     with _binding, database.bind_ctx(ALL), dialect.write_tx():
         if dialect.name == "postgresql":
+            # peewee runs the migrations' statements itself: send the transaction's BEGIN (write_tx holds it back
+            # for the engine's first statement) first, or the lock would end with its own statement.
+            flush()
             database.execute_sql("SELECT pg_advisory_xact_lock(4280)")
         SchemaVersion.create_table(safe=True)
         version = current_version(database)

@@ -163,18 +163,215 @@ $fn$
 """
 
 
+# The limit row's columns copied into the r_ output columns of the functions below (v_lim: the locked row).
+_LIMIT_OUT_SET = "; ".join(f"{out} := v_lim.{field}" for out, field in zip(LIMIT_OUT, FIELDS, strict=True))
+
+# Live leased slots of the locked limit v_lim, and whether an attached, ungranted waiter queues on it.
+_V_LEASED = (
+    "SELECT COALESCE(SUM(ll.slots), 0) FROM lease_limit ll JOIN lease l ON l.id = ll.lease_id "
+    "WHERE ll.limit_id = v_lim.id AND l.expires > p_now"
+)
+_V_QUEUED = (
+    "EXISTS (SELECT 1 FROM waiter_limit wl JOIN waiter w ON w.id = wl.waiter_id WHERE wl.limit_id = v_lim.id "
+    "AND w.granted_at IS NULL AND w.attached AND w.expires > p_now)"
+)
+
+# One acquisition of one plain limit (active, no decay) as a single statement, run as a transaction of its own: the
+# row is locked, the request granted (a lease), refused or queued, and the lock is released at the commit that ends
+# the statement. Python's rules, transcribed (transactions.acquire_tx, leases.grant, record_denied, queue.enqueue);
+# r_outcome 'python' when the request is not such a case (several names are never passed; a decaying or inactive
+# limit; more slots than the limit; a ticket the server knows): nothing was written, the general transaction runs.
+_ACQUIRE = f"""
+CREATE OR REPLACE FUNCTION {{name}}(p_name varchar, p_names_json text, p_slots integer,
+                                   p_lease_seconds double precision, p_holder text, p_anonymous boolean,
+                                   p_actor varchar, p_wait double precision, p_waiter varchar, p_owner varchar,
+                                   p_now double precision, p_ticket varchar, p_lease varchar, p_grace double precision)
+RETURNS TABLE (r_outcome text, {_returns(LIMIT_OUT, FIELD_TYPES)}, r_leased bigint, r_token bigint,
+               r_expiries double precision[], r_expiry_slots integer[])
+LANGUAGE plpgsql VOLATILE SET plan_cache_mode = force_generic_plan AS $fn$
+#variable_conflict use_column
+DECLARE
+    v_lim record;
+    v_rate double precision;
+    v_seq bigint;
+BEGIN
+    r_outcome := 'python';
+    SELECT * INTO v_lim FROM concurrency_limit c WHERE c.name = p_name FOR UPDATE;
+    IF NOT FOUND OR NOT v_lim.active OR v_lim.slot_decay_per_second > 0 OR v_lim.decay_occupancy > 0
+            OR p_slots > v_lim."limit" THEN
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    IF p_ticket IS NOT NULL AND (EXISTS (SELECT 1 FROM lease l WHERE l.ticket = p_ticket AND l.expires > p_now)
+            OR EXISTS (SELECT 1 FROM waiter w WHERE w.id = p_ticket)) THEN
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    {_LIMIT_OUT_SET};
+    r_leased := ({_V_LEASED});
+    IF r_leased + p_slots <= v_lim."limit" AND NOT {_V_QUEUED} THEN
+        r_token := nextval('gcl_fencing_token');
+        INSERT INTO lease (id, slots, acquired, expires, duration, token, holder, anonymous, ticket)
+            VALUES (p_lease, p_slots, p_now, p_now + p_lease_seconds, p_lease_seconds, r_token, p_holder, p_anonymous,
+                    p_ticket);
+        INSERT INTO lease_limit (lease_id, limit_id, slots) VALUES (p_lease, v_lim.id, p_slots);
+        INSERT INTO activity (at, limit_id, name, kind, actor, lease_id, slots, detail)
+            VALUES (p_now, v_lim.id, v_lim.name, 'acquired', p_actor, p_lease, p_slots,
+                    '{{"fencing_token":' || r_token || '}}');
+        r_outcome := 'granted';
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    -- Refused or queued: either way these slots were not free for it (leases.record_denied, decay.denied_rate).
+    v_rate := 1.0 / GREATEST(v_lim.avg_slot_occupancy_seconds, 0.001);
+    UPDATE concurrency_limit c SET denied = (CASE WHEN v_lim.denied <= 0 THEN GREATEST(v_lim.denied, 0)
+            ELSE GREATEST(0, v_lim.denied - v_rate * GREATEST(0, p_now - v_lim.denied_updated)) END) + p_slots,
+        denied_updated = p_now WHERE c.id = v_lim.id;
+    IF p_wait <= 0 OR p_waiter IS NULL THEN
+        -- Its Retry-After reads when the leases end (admission.seconds_until_free).
+        SELECT array_agg(l.expires ORDER BY l.expires), array_agg(ll.slots ORDER BY l.expires)
+            INTO r_expiries, r_expiry_slots FROM lease_limit ll JOIN lease l ON l.id = ll.lease_id
+            WHERE ll.limit_id = v_lim.id AND l.expires > p_now AND ll.slots > 0;
+        r_outcome := 'refused';
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    v_seq := nextval('gcl_waiter_seq');
+    INSERT INTO waiter (id, seq, names, slots, mode, lease_seconds, anonymous, holder, owner, attached, expires,
+                        created, actor)
+        VALUES (p_waiter, v_seq, p_names_json, p_slots, 'concurrency', p_lease_seconds, p_anonymous, p_holder, p_owner,
+                TRUE, p_now + p_wait + p_grace, p_now, p_actor);
+    INSERT INTO waiter_limit (waiter_id, limit_id, seq) VALUES (p_waiter, v_lim.id, v_seq);
+    r_outcome := 'queued';
+    RETURN NEXT;
+END
+$fn$
+"""
+
+# The release of a lease on one plain limit as a single statement, a transaction of its own: the lease deleted, its
+# record written, the limit's average occupancy updated, and the limit's queue served oldest first while the head
+# fits (queue.hand_off), each grant a row (r_outcome 'granted'); waiters parked on other nodes (owner not p_self) are
+# woken by one NOTIFY per 40 at the commit. r_outcome 'python' when it is not such a case (nothing was written);
+# 'more' when the queue's next waiter also queues on other limits (the general hand-off serves it).
+_RELEASE = f"""
+CREATE OR REPLACE FUNCTION {{name}}(p_lease varchar, p_now double precision, p_freed double precision,
+                                   p_actor varchar, p_self varchar, p_ema double precision, p_max integer)
+RETURNS TABLE (r_outcome text, r_limit_id varchar, r_name varchar, r_slots integer, r_waiter varchar,
+               r_owner varchar, r_lease varchar, r_token bigint, r_expires double precision,
+               r_waited double precision, r_actor varchar)
+LANGUAGE plpgsql VOLATILE SET plan_cache_mode = force_generic_plan AS $fn$
+#variable_conflict use_column
+DECLARE
+    v_lim record;
+    v_held integer;
+    v_limit_id varchar;
+    v_acquired double precision;
+    v_expires double precision;
+    v_leased bigint;
+    v_cand record;
+    v_entries text[] := ARRAY[]::text[];
+    v_handoff text := CASE WHEN p_freed IS NULL THEN '' ELSE ',"handoff_seconds":' || GREATEST(p_now - p_freed, 0) END;
+BEGIN
+    r_outcome := 'python';
+    SELECT count(*), min(ll.limit_id) INTO v_held, v_limit_id FROM lease_limit ll WHERE ll.lease_id = p_lease;
+    IF v_held <> 1 THEN
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    SELECT * INTO v_lim FROM concurrency_limit c WHERE c.id = v_limit_id FOR UPDATE;
+    IF NOT FOUND OR NOT v_lim.active OR v_lim.slot_decay_per_second > 0 THEN
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    DELETE FROM lease_limit ll WHERE ll.lease_id = p_lease AND ll.limit_id = v_lim.id;
+    IF NOT FOUND THEN  -- released, swept or changed since the count: the general transaction decides
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    DELETE FROM lease l WHERE l.id = p_lease RETURNING l.acquired, l.expires, l.slots
+        INTO v_acquired, v_expires, r_slots;
+    IF NOT FOUND THEN
+        r_outcome := 'none';
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    r_limit_id := v_lim.id;
+    r_name := v_lim.name;
+    -- A lease released after its expiry ended by expiry (the sweeper had not deleted it yet).
+    r_outcome := CASE WHEN v_expires > p_now THEN 'released' ELSE 'expired' END;
+    INSERT INTO activity (at, limit_id, name, kind, actor, lease_id, slots, detail)
+        VALUES (p_now, v_lim.id, v_lim.name, r_outcome, p_actor, p_lease, r_slots, NULL);
+    RETURN NEXT;
+    IF v_expires <= p_now THEN
+        RETURN;
+    END IF;
+    UPDATE concurrency_limit c SET avg_slot_occupancy_seconds =
+        avg_slot_occupancy_seconds * (1 - p_ema) + p_ema * GREATEST(p_now - v_acquired, 0) WHERE c.id = v_lim.id;
+    v_leased := ({_V_LEASED});
+    FOR v_cand IN SELECT w.id, w.slots, w.lease_seconds, w.anonymous, w.holder, w.owner, w.actor, w.created,
+            (SELECT count(*) FROM waiter_limit x WHERE x.waiter_id = w.id) AS n
+        FROM waiter_limit wl JOIN waiter w ON w.id = wl.waiter_id
+        WHERE wl.limit_id = v_lim.id AND w.granted_at IS NULL AND w.attached AND w.expires > p_now
+        ORDER BY w.seq LIMIT p_max
+    LOOP
+        IF v_cand.n <> 1 OR v_cand.lease_seconds IS NULL THEN
+            r_outcome := 'more';
+            r_waiter := NULL;
+            RETURN NEXT;
+            EXIT;
+        END IF;
+        EXIT WHEN v_leased + v_cand.slots > v_lim."limit";  -- strict FIFO: the head waits, so do those behind it
+        r_token := nextval('gcl_fencing_token');
+        r_lease := gen_random_uuid()::text;
+        r_expires := p_now + v_cand.lease_seconds;
+        UPDATE waiter w SET granted_at = p_now, lease_id = r_lease, token = r_token, lease_expires = r_expires
+            WHERE w.id = v_cand.id AND w.granted_at IS NULL;
+        CONTINUE WHEN NOT FOUND;  -- withdrawn meanwhile
+        INSERT INTO lease (id, slots, acquired, expires, duration, token, holder, anonymous, ticket)
+            VALUES (r_lease, v_cand.slots, p_now, r_expires, v_cand.lease_seconds, r_token, v_cand.holder,
+                    v_cand.anonymous, v_cand.id);
+        INSERT INTO lease_limit (lease_id, limit_id, slots) VALUES (r_lease, v_lim.id, v_cand.slots);
+        r_waited := p_now - v_cand.created;
+        INSERT INTO activity (at, limit_id, name, kind, actor, lease_id, slots, detail)
+            VALUES (p_now, v_lim.id, v_lim.name, 'acquired', v_cand.actor, r_lease, v_cand.slots,
+                    '{{"fencing_token":' || r_token || v_handoff || ',"wait_seconds":' || r_waited || '}}');
+        DELETE FROM waiter_limit x WHERE x.waiter_id = v_cand.id;
+        v_leased := v_leased + v_cand.slots;
+        r_outcome := 'granted';
+        r_waiter := v_cand.id;
+        r_owner := v_cand.owner;
+        r_slots := v_cand.slots;
+        r_actor := v_cand.actor;
+        IF v_cand.owner IS DISTINCT FROM p_self THEN  -- notify.Waker's entry: waiter|lease|token|expires|freed at
+            v_entries := v_entries || (v_cand.id || '|' || r_lease || '|' || r_token || '|' || r_expires || '|'
+                                       || COALESCE(p_freed::text, ''));
+        END IF;
+        RETURN NEXT;
+    END LOOP;
+    IF cardinality(v_entries) > 0 THEN  -- a NOTIFY payload holds 8000 bytes: 40 entries of < 160
+        FOR i IN 0 .. (cardinality(v_entries) - 1) / 40 LOOP
+            PERFORM pg_notify('gcl_wake', array_to_string(v_entries[i * 40 + 1 : i * 40 + 40], ','));
+        END LOOP;
+    END IF;
+END
+$fn$
+"""
+
+
 def _versioned(prefix, template):
     """(name, CREATE statement): the name carries a hash of the body, so nodes of different versions sharing one
     database (a rolling upgrade) each call their own."""
     digest = hashlib.sha256(template.encode()).hexdigest()[:10]
     name = f"{prefix}_{digest}"
-    return name, template.format(name=name)
+    return name, template.replace("{name}", name)
 
 
 LOCK_READ, LOCK_READ_SQL = _versioned("gcl_lock_read", _LOCK_READ)
 CANDIDATES_FN, CANDIDATES_SQL = _versioned("gcl_candidates", _CANDIDATES)
+ACQUIRE_FN, ACQUIRE_SQL = _versioned("gcl_acquire", _ACQUIRE)
+RELEASE_FN, RELEASE_SQL = _versioned("gcl_release", _RELEASE)
 
 
 def functions():
     """The CREATE OR REPLACE statements of the PostgreSQL functions, for the migrations."""
-    return [LOCK_READ_SQL, CANDIDATES_SQL]
+    return [LOCK_READ_SQL, CANDIDATES_SQL, ACQUIRE_SQL, RELEASE_SQL]

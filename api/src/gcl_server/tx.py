@@ -45,6 +45,11 @@ def running():
         _local.tx = None
 
 
+def in_transaction():
+    """True inside a transactional call (its own transaction, or one it joined)."""
+    return getattr(_local, "tx", None) is not None
+
+
 def after_commit(fn):
     """Run fn once the current transaction has committed (dropped if it rolls back)."""
     _local.tx.callbacks.append(fn)

@@ -45,7 +45,7 @@ def seconds_until_free(row, occupancy, leased, slots, now):
     """
     pool, room = occupancy - leased, row.limit - slots
     segments, held = [(now, leased)], leased
-    for expires, count in lease_expiries(row.id, now):
+    for expires, count in lease_expiries(row.id, now) if row.expiries is None else row.expiries:
         held -= count
         segments.append((expires, held))
     best = float("inf")

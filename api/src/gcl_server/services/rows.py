@@ -21,6 +21,7 @@ class LimitRow(NamedTuple):
     avg: float
     leased: int = 0  # slots of live leases when the row was read
     queued: bool = False  # an attached waiter queues on it (read only for an acquisition)
+    expiries: tuple | None = None  # ((expires, slots), ...) of its live leases, earliest first, when read with it
 
 
 def limit_row(r, leased=0, queued=False):

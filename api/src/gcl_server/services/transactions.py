@@ -8,7 +8,7 @@ from .. import activity
 from ..database import execute
 from ..errors import Gone, NotFound
 from ..tx import transactional
-from . import notify
+from . import notify, onestep
 from .admission import CAPACITY_RETRY_AFTER, MIN_RETRY_AFTER, blocked, retry_after, validate
 from .decay import decayed
 from .leases import delete_expired, delete_lease, free_unleased, grant, record_denied, record_occupancy
@@ -34,6 +34,10 @@ def acquire_tx(request, waiter_id=None, owner=None):
     refusal. waiter_id: the id to queue under (its ticket, or one chosen for it), None when the request may not park;
     owner: the wake-up address of the process where it parks."""
     now = time.time()
+    if onestep.takes(request):  # PostgreSQL, one plain limit: decided and committed by one statement
+        outcome = onestep.acquire(request, now, waiter_id, owner, GRACE_SECONDS)
+        if outcome is not None:
+            return outcome
     # One round trip on PostgreSQL: the rows locked, their leased slots and queues, and what the ticket has.
     rows, ticket_row = lock_for_acquire(request.names, now, request.ticket)
     validate(rows, request.slots, request.mode)
@@ -77,11 +81,32 @@ def _grant_now(request, rows, now):
     return result
 
 
-@transactional
 def release(lease_id, received_at=None, actor=None):
     """Free a lease's slots now and hand them to waiters; an unknown or already expired lease is a no-op.
 
     received_at: when the release reached the server, told to the waiter it frees (its hand-off time)."""
+    done = _release_alone(lease_id, received_at, actor) if onestep.releases() else None
+    if done is None:
+        return _release(lease_id, received_at, actor)
+    released, unserved = done
+    if unserved is not None:  # its queue's head also waits on other limits: the general hand-off serves it
+        _serve(unserved, received_at)
+    return released
+
+
+@transactional
+def _release_alone(lease_id, received_at, actor):
+    """PostgreSQL, a lease on one plain limit: one statement (onestep.release); None when it is not such a lease."""
+    return onestep.release(lease_id, time.time(), received_at, actor)
+
+
+@transactional
+def _serve(limit_id, received_at):
+    hand_off([limit_id], time.time(), received_at)
+
+
+@transactional
+def _release(lease_id, received_at=None, actor=None):
     now = time.time()
     lease, held = delete_lease(lease_id)
     if lease is None:
