@@ -20,10 +20,10 @@ from ..statements import ACQUIRE_FN, RELEASE_FN
 from ..tx import in_transaction
 from . import notify
 from .admission import CAPACITY_RETRY_AFTER, blocked, retry_after
+from .leases import OCCUPANCY_EMA
 from .outcomes import Grant, Queued, Refused
 from .rows import limit_row, minimal
 
-OCCUPANCY_EMA = 0.2  # as leases.record_occupancy
 MAX_CANDIDATES = 256  # as queue.hand_off
 
 
