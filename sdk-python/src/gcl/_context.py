@@ -11,15 +11,16 @@ import os
 import queue
 import threading
 import time
+import warnings
 from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Mapping, Sequence
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from gcl._config import Config, normalize_names, resolve_config
-from gcl._flows import release_flow
+from gcl._flows import release_abandoned_flow
 from gcl._transport import run_async, run_sync
-from gcl._wire import AcquireSpec, Grant, Request, Response, lease_id_of, parked_ticket, withdraw_request
+from gcl._wire import AcquireSpec, Grant, Request, Response, parked_ticket, withdraw_request
 from gcl.client import AsyncClient, Client
-from gcl.errors import GCLError
+from gcl.errors import GCLError, MissingLimitWarning
 
 logger = logging.getLogger("gcl")
 
@@ -175,14 +176,8 @@ def rate_limit_spec(
     names: str | Sequence[str], occupy: int, timeout_seconds: float | None, strict: bool
 ) -> AcquireSpec:
     """What sync and asyncio ``rate_limit()`` ask for: no lease, never released."""
-    mode: Literal["rate_limit"] = "rate_limit"
     return AcquireSpec(
-        names=normalize_names(names),
-        occupy=occupy,
-        mode=mode,
-        timeout_seconds=timeout_seconds,
-        lease_duration=None,
-        strict=strict,
+        normalize_names(names), occupy, "rate_limit", timeout_seconds, lease_duration=None, strict=strict
     )
 
 
@@ -195,8 +190,10 @@ def missing_message(grant: Grant) -> str | None:
     )
 
 
-def release_failed_message(lease_id: str | None) -> str:
-    return f"Could not release lease {lease_id}; the server frees its slots when it expires."
+def warn_missing(grant: Grant, stacklevel: int) -> None:
+    """``MissingLimitWarning`` naming the limits a grant found missing (strict acquisitions raised instead)."""
+    if msg := missing_message(grant):
+        warnings.warn(msg, MissingLimitWarning, stacklevel=stacklevel + 1)
 
 
 # ---------------------------------------------------------------- default clients
@@ -315,9 +312,7 @@ class GuardedSender:
         return job.resp
 
     def _finish_orphan(self, resp: Response | None) -> None:
-        lease_id = lease_id_of(resp) if resp is not None else None
-        if lease_id:
-            run_sync(release_flow(lease_id), self.transport.send)
+        run_sync(release_abandoned_flow(resp), self.transport.send)
 
 
 # Strong references to clean-up tasks that outlive a cancelled caller.
@@ -359,6 +354,4 @@ class ShieldedSender:
             if ticket:  # parked in the server's queue: give the place up now rather than when a slot comes
                 with contextlib.suppress(GCLError):
                     await self.transport.send(withdraw_request(ticket))
-            lease_id = lease_id_of(await inflight)
-            if lease_id:
-                await run_async(release_flow(lease_id), self.transport.send)
+            await run_async(release_abandoned_flow(await inflight), self.transport.send)

@@ -7,9 +7,10 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeAlias, TypeVar
+from types import TracebackType
+from typing import Any, Generic, Self, TypeAlias, TypeVar
 from urllib.parse import quote
 
 from gcl._wire import (
@@ -24,6 +25,7 @@ from gcl._wire import (
     error_from_response,
     expect,
     if_match,
+    lease_id_of,
     limit_of,
     limit_path,
     parse_grant,
@@ -65,6 +67,45 @@ class Sleep:
 
 
 Flow: TypeAlias = Generator[Call | Sleep, Any, T]
+
+
+class Steps(Generic[T]):
+    """A flow walked for a driver (``run_sync``, ``run_async``), which only performs the steps it iterates: it sleeps
+    a Sleep, and sends a Call inside ``with steps.answering():``, setting ``steps.answer`` to the Response. The flow
+    gets that answer back (None after a Sleep), or the GCLConnectionError raised inside ``answering()``; any other
+    exception leaves the driver. ``result`` is what the flow returned."""
+
+    __slots__ = ("_error", "_flow", "answer", "result")
+
+    def __init__(self, flow: Flow[T]) -> None:
+        self._flow = flow
+        self.answer: Any = None
+        self._error: GCLConnectionError | None = None
+        self.result: T
+
+    def __iter__(self) -> Iterator[Call | Sleep]:
+        flow = self._flow
+        try:
+            step = flow.send(None)
+            while True:
+                yield step
+                answer, error = self.answer, self._error
+                self.answer = self._error = None
+                step = flow.throw(error) if error is not None else flow.send(answer)
+        except StopIteration as stop:
+            self.result = stop.value
+
+    def answering(self) -> Self:
+        return self
+
+    def __enter__(self) -> None:
+        pass
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> bool:
+        if isinstance(exc, GCLConnectionError):
+            self._error = exc
+            return True
+        return False
 
 
 def jittered(seconds: float, rand: Callable[[], float] = random.random, spread: float = 0.2) -> float:
@@ -260,6 +301,13 @@ def release_flow(
         if deadline.over():
             return False
         yield Sleep(deadline.cut(outage.delay(resp, rand)))
+
+
+def release_abandoned_flow(resp: Response | None) -> Flow[None]:
+    """Release what an acquisition answer granted, when the caller gave up on it (None: no answer came)."""
+    lease_id = lease_id_of(resp) if resp is not None else None
+    if lease_id:
+        yield from release_flow(lease_id)
 
 
 # ---------------------------------------------------------------- CRUD

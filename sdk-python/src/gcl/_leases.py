@@ -11,6 +11,7 @@ import math
 import os
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -18,7 +19,7 @@ from gcl._config import DEFAULT_HTTP_TIMEOUT, Config
 from gcl._flows import backoff
 from gcl._transport import SyncTransport
 from gcl._wire import Grant, renew_request
-from gcl.errors import GCLConnectionError, LeaseLostError
+from gcl.errors import GCLConnectionError, LeaseLostError, LeaseLostWarning, ReleaseFailedWarning
 
 logger = logging.getLogger("gcl")
 
@@ -241,3 +242,39 @@ class HeldSlots:
         """Raise ``LeaseLostError`` if the lease has been lost (a cooperative alternative to interrupts)."""
         if self.keeper is not None and self.keeper.lost is not None:
             raise LeaseLostError(str(self.keeper.lost), status_code=410)
+
+
+# ---------------------------------------------------------------- what sync and asyncio blocks decide alike
+
+
+def keeper_for(
+    grant: Grant,
+    lease_duration: float | None,
+    config: Config,
+    on_lost: Callable[[LeaseLostError], None],
+    granted_at: float,
+) -> LeaseKeeper | None:
+    """The renewal of a grant's lease, not started yet; None when there is nothing to renew (no lease, or no limit
+    that exists)."""
+    if not (grant.lease_id and grant.limits and lease_duration):
+        return None
+    return LeaseKeeper(config, grant.lease_id, lease_duration, on_lost, granted_at)
+
+
+def warn_unreleased(held: HeldSlots, released: bool, stacklevel: int) -> None:
+    """A release that could not be confirmed: a ``ReleaseFailedWarning``, unless the lease was lost anyway."""
+    if not released and not held.lost:  # a lost lease is gone anyway: no noise
+        message = f"Could not release lease {held.lease_id}; the server frees its slots when it expires."
+        warnings.warn(message, ReleaseFailedWarning, stacklevel=stacklevel + 1)
+
+
+def lost_lease_error(held: HeldSlots, raise_on_loss: bool, stacklevel: int) -> LeaseLostError | None:
+    """At the block's end, once released: the ``LeaseLostError`` a strict block raises if its lease was lost while
+    the body ran. Not strict: a ``LeaseLostWarning`` instead, and None (as when the lease was kept)."""
+    lost = held.keeper.lost if held.keeper else None
+    if lost is None:
+        return None
+    if not raise_on_loss:
+        warnings.warn(f"{lost} while the body ran (strict=False).", LeaseLostWarning, stacklevel=stacklevel + 1)
+        return None
+    return LeaseLostError(str(lost), status_code=410)

@@ -19,7 +19,7 @@ import requests
 import urllib3
 
 from gcl._config import DEFAULT_HTTP_TIMEOUT, Config, auth_headers
-from gcl._flows import Call, Flow
+from gcl._flows import Flow, Sleep, Steps
 from gcl._wire import Request, Response, connection_reason, to_response
 from gcl.errors import GCLConnectionError
 
@@ -72,12 +72,33 @@ def pool_for(url: str, settings: requests.Session | None = None) -> urllib3.HTTP
     return urllib3.connection_from_url(url, maxsize=POOL_SIZE, retries=False, **tls)
 
 
-class SyncTransport:
+class _Transport:
+    """What both transports send with every request, and how they report a server they cannot reach."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._headers = {"Accept": "application/json", "User-Agent": USER_AGENT, **auth_headers(config)}
+
+    def _arguments(self, req: Request) -> dict[str, Any]:
+        """``req`` as the arguments of ``requests.Session.request`` and ``httpx.AsyncClient.request`` alike."""
+        return {
+            "method": req.method,
+            "url": self.config.api_url + req.path,
+            "json": req.json,
+            "headers": {**self._headers, **req.headers},
+            "timeout": req.timeout or DEFAULT_HTTP_TIMEOUT,
+        }
+
+    def _unreachable(self, exc: Exception) -> GCLConnectionError:
+        return GCLConnectionError(f"Cannot reach {self.config.api_url}: {connection_reason(exc)}")
+
+
+class SyncTransport(_Transport):
     """Sends ``Request`` objects over urllib3 (``pool_for``), or the ``requests.Session`` given (or made for a proxy);
     connection failures become GCLConnectionError."""
 
     def __init__(self, config: Config, session: requests.Session | None = None) -> None:
-        self.config = config
+        super().__init__(config)
         self._own = session is None
         self._pool = None
         if session is None:  # the environment read once: a direct pool, or this session when a proxy applies
@@ -85,7 +106,6 @@ class SyncTransport:
             self._pool = pool_for(config.api_url, session)
         self._prefix = urlsplit(config.api_url).path  # the pool knows the host: requests name only the path
         self.session = session
-        self._headers = {"Accept": "application/json", "User-Agent": USER_AGENT, **auth_headers(config)}
 
     def send(self, req: Request) -> Response:
         if self._pool is None:
@@ -107,21 +127,15 @@ class SyncTransport:
                 retries=False,
             )
         except urllib3.exceptions.HTTPError as exc:
-            raise GCLConnectionError(f"Cannot reach {self.config.api_url}: {connection_reason(exc)}") from exc
+            raise self._unreachable(exc) from exc
         content = raw.data
         return to_response(raw.status, raw.headers, content, lambda: content.decode("utf-8", "replace"))
 
     def _send_requests(self, req: Request) -> Response:
         try:
-            raw = self.session.request(
-                req.method,
-                self.config.api_url + req.path,
-                json=req.json,
-                headers={**self._headers, **req.headers},
-                timeout=req.timeout or DEFAULT_HTTP_TIMEOUT,
-            )
+            raw = self.session.request(**self._arguments(req))
         except (requests.ConnectionError, requests.Timeout) as exc:
-            raise GCLConnectionError(f"Cannot reach {self.config.api_url}: {connection_reason(exc)}") from exc
+            raise self._unreachable(exc) from exc
         # lower_items(): the stored keys, without a case-insensitive look-up per header
         return to_response(raw.status_code, dict(raw.headers.lower_items()), raw.content, lambda: raw.text)
 
@@ -138,28 +152,21 @@ def _ssl_context() -> ssl.SSLContext:
     return httpx.create_ssl_context()
 
 
-class AsyncTransport:
+class AsyncTransport(_Transport):
     """Sends ``Request`` objects with an ``httpx.AsyncClient``; connection failures become GCLConnectionError."""
 
     def __init__(self, config: Config, client: httpx.AsyncClient | None = None) -> None:
-        self.config = config
+        super().__init__(config)
         self._own = client is None
         self.client = client or httpx.AsyncClient(
             verify=_ssl_context(), limits=httpx.Limits(max_connections=None, max_keepalive_connections=POOL_SIZE)
         )
-        self._headers = {"Accept": "application/json", "User-Agent": USER_AGENT, **auth_headers(config)}
 
     async def send(self, req: Request) -> Response:
         try:
-            raw = await self.client.request(
-                req.method,
-                self.config.api_url + req.path,
-                json=req.json,
-                headers={**self._headers, **req.headers},
-                timeout=req.timeout or DEFAULT_HTTP_TIMEOUT,
-            )
+            raw = await self.client.request(**self._arguments(req))
         except (httpx.TransportError, httpx.TimeoutException) as exc:
-            raise GCLConnectionError(f"Cannot reach {self.config.api_url}: {connection_reason(exc)}") from exc
+            raise self._unreachable(exc) from exc
         return to_response(raw.status_code, raw.headers, raw.content, lambda: raw.text)
 
     async def aclose(self) -> None:
@@ -169,22 +176,14 @@ class AsyncTransport:
 
 def run_sync(flow: Flow[T], send: Callable[[Request], Response], sleep: Callable[[float], None] = time.sleep) -> T:
     """Drive a sans-I/O flow: perform each Call/Sleep step and feed the result back."""
-    value: Any = None
-    error: BaseException | None = None
-    while True:
-        try:
-            step = flow.throw(error) if error is not None else flow.send(value)
-        except StopIteration as stop:
-            result: T = stop.value
-            return result
-        value = error = None
-        if isinstance(step, Call):
-            try:
-                value = send(step.request)
-            except GCLConnectionError as exc:
-                error = exc
-        else:
+    steps = Steps(flow)
+    for step in steps:
+        if isinstance(step, Sleep):
             sleep(step.seconds)
+        else:
+            with steps.answering():
+                steps.answer = send(step.request)
+    return steps.result
 
 
 async def run_async(
@@ -193,19 +192,11 @@ async def run_async(
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> T:
     """Drive a sans-I/O flow on the event loop (twin of ``run_sync``)."""
-    value: Any = None
-    error: BaseException | None = None
-    while True:
-        try:
-            step = flow.throw(error) if error is not None else flow.send(value)
-        except StopIteration as stop:
-            result: T = stop.value
-            return result
-        value = error = None
-        if isinstance(step, Call):
-            try:
-                value = await send(step.request)
-            except GCLConnectionError as exc:
-                error = exc
-        else:
+    steps = Steps(flow)
+    for step in steps:
+        if isinstance(step, Sleep):
             await sleep(step.seconds)
+        else:
+            with steps.answering():
+                steps.answer = await send(step.request)
+    return steps.result

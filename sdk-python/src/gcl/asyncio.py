@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import warnings
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any
@@ -14,16 +13,15 @@ from gcl._context import (
     concurrency_spec,
     default_async_client,
     in_background,
-    missing_message,
     rate_limit_spec,
-    release_failed_message,
+    warn_missing,
 )
 from gcl._flows import acquire_flow, release_flow
-from gcl._leases import HeldSlots, LeaseKeeper
+from gcl._leases import HeldSlots, keeper_for, lost_lease_error, warn_unreleased
 from gcl._transport import run_async
 from gcl._wire import AcquireSpec
 from gcl.client import AsyncClient
-from gcl.errors import LeaseLostError, LeaseLostWarning, MissingLimitWarning, ReleaseFailedWarning
+from gcl.errors import LeaseLostError
 
 __all__ = ["concurrency", "rate_limit"]
 
@@ -58,19 +56,17 @@ class AsyncConcurrencyContext:
         sender = ShieldedSender(self._client.transport)
         grant = await run_async(acquire_flow(self._spec), sender)
         self._held = HeldSlots(grant)
-        if msg := missing_message(grant):
-            try:
-                warnings.warn(msg, MissingLimitWarning, stacklevel=2)
-            except BaseException:  # a warning turned into an error: do not leak the grant
-                await self.__aexit__(None, None, None)
-                raise
-        if grant.lease_id and grant.limits and self._spec.lease_duration:
+        try:
+            warn_missing(grant, stacklevel=2)
+        except BaseException:  # a warning turned into an error: do not leak the grant
+            await self.__aexit__(None, None, None)
+            raise
+        keeper = keeper_for(grant, self._spec.lease_duration, self._client.config, self._on_lost, sender.last_sent)
+        if keeper is not None:
             self._loop = asyncio.get_running_loop()
             self._task = asyncio.current_task()
             self._base_cancelling = self._task.cancelling() if self._task else 0
-            self._held.keeper = LeaseKeeper(
-                self._client.config, grant.lease_id, self._spec.lease_duration, self._on_lost, sender.last_sent
-            ).start()
+            self._held.keeper = keeper.start()
         return self._held
 
     def _on_lost(self, err: LeaseLostError) -> None:
@@ -99,14 +95,9 @@ class AsyncConcurrencyContext:
                     await asyncio.sleep(0)
             ours = self._task.uncancel() <= self._base_cancelling and exc_type is asyncio.CancelledError
         await self._release()
-        lost = held.keeper.lost if held.keeper else None
-        if lost is None:
-            return False
-        if not self._raise_on_loss:
-            warnings.warn(f"{lost} while the body ran (strict=False).", LeaseLostWarning, stacklevel=2)
-            return False
-        if exc is None or ours:
-            raise LeaseLostError(str(lost), status_code=410) from exc
+        error = lost_lease_error(held, self._raise_on_loss, stacklevel=2)
+        if error is not None and (exc is None or ours):
+            raise error from exc
         return False
 
     async def _release(self) -> None:
@@ -117,8 +108,7 @@ class AsyncConcurrencyContext:
 
     async def _release_or_warn(self, client: AsyncClient, lease_id: str) -> None:
         released = await run_async(release_flow(lease_id, self._held.expires_in()), client.transport.send)
-        if not released and not self._held.lost:  # a lost lease is gone anyway: no noise
-            warnings.warn(release_failed_message(lease_id), ReleaseFailedWarning, stacklevel=2)
+        warn_unreleased(self._held, released, stacklevel=2)
 
 
 def concurrency(
@@ -164,5 +154,4 @@ async def rate_limit(
         return
     client = client or await default_async_client(api_url, api_key)
     grant = await run_async(acquire_flow(spec), client.transport.send)
-    if msg := missing_message(grant):
-        warnings.warn(msg, MissingLimitWarning, stacklevel=2)
+    warn_missing(grant, stacklevel=2)

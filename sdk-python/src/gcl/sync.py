@@ -4,26 +4,24 @@ from __future__ import annotations
 
 import functools
 import threading
-import warnings
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
-from gcl._context import (
-    GuardedSender,
-    concurrency_spec,
-    default_client,
-    missing_message,
-    rate_limit_spec,
-    release_failed_message,
-    workers,
-)
+from gcl._context import GuardedSender, concurrency_spec, default_client, rate_limit_spec, warn_missing, workers
 from gcl._flows import acquire_flow, release_flow
-from gcl._leases import HeldSlots, LeaseKeeper, LeaseLostInterrupt, interrupt_thread
+from gcl._leases import (
+    HeldSlots,
+    LeaseLostInterrupt,
+    interrupt_thread,
+    keeper_for,
+    lost_lease_error,
+    warn_unreleased,
+)
 from gcl._transport import SyncTransport, run_sync
 from gcl._wire import AcquireSpec
 from gcl.client import Client
-from gcl.errors import LeaseLostError, LeaseLostWarning, MissingLimitWarning, ReleaseFailedWarning
+from gcl.errors import LeaseLostError
 
 __all__ = ["concurrency", "rate_limit"]
 
@@ -52,13 +50,11 @@ class ConcurrencyContext:
         grant = run_sync(acquire_flow(self._spec), sender)
         self._held = HeldSlots(grant)
         try:
-            if grant.lease_id and grant.limits and self._spec.lease_duration:
+            keeper = keeper_for(grant, self._spec.lease_duration, self._client.config, self._on_lost, sender.last_sent)
+            if keeper is not None:
                 self._owner = threading.get_ident()
-                self._held.keeper = LeaseKeeper(
-                    self._client.config, grant.lease_id, self._spec.lease_duration, self._on_lost, sender.last_sent
-                ).start()
-            if msg := missing_message(grant):
-                warnings.warn(msg, MissingLimitWarning, stacklevel=2)
+                self._held.keeper = keeper.start()
+            warn_missing(grant, stacklevel=2)
         except BaseException:  # e.g. KeyboardInterrupt, or a warning turned into an error: do not leak the grant
             self._exit(None)
             raise
@@ -90,14 +86,9 @@ class ConcurrencyContext:
                 held.keeper.stop()
         finally:
             self._release()
-        lost = held.keeper.lost if held.keeper else None
-        if lost is None:
-            return False
-        if not self._raise_on_loss:
-            warnings.warn(f"{lost} while the body ran (strict=False).", LeaseLostWarning, stacklevel=3)
-            return False
-        if exc is None or isinstance(exc, LeaseLostInterrupt):
-            raise LeaseLostError(str(lost), status_code=410) from exc
+        error = lost_lease_error(held, self._raise_on_loss, stacklevel=3)
+        if error is not None and (exc is None or isinstance(exc, LeaseLostInterrupt)):
+            raise error from exc
         return False
 
     def _release(self) -> None:
@@ -111,8 +102,7 @@ class ConcurrencyContext:
             # sends it again (releasing is idempotent).
             workers.submit(functools.partial(_release_again, transport, held.lease_id, held.expires_in()))
             raise
-        if not released and not held.lost:  # a lost lease is gone anyway: no noise
-            warnings.warn(release_failed_message(held.lease_id), ReleaseFailedWarning, stacklevel=4)
+        warn_unreleased(held, released, stacklevel=4)
 
 
 def concurrency(
@@ -168,5 +158,4 @@ def rate_limit(
         return
     transport = (client or default_client(api_url, api_key)).transport
     grant = run_sync(acquire_flow(spec), transport.send)
-    if msg := missing_message(grant):
-        warnings.warn(msg, MissingLimitWarning, stacklevel=2)
+    warn_missing(grant, stacklevel=2)
