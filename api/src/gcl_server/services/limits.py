@@ -288,11 +288,13 @@ def _reset(limit, actor=None):
     limit.decay_occupancy, limit.decay_updated = 0.0, now
     limit.denied, limit.denied_updated = 0.0, now
     limit.updated = now
-    _record("reset", limit, actor, before, {**managed(limit), **_counts(limit, now)}, now)
+    _record("reset", limit, actor, before, {**managed(limit), **_counts(limit, now, leased=0)}, now)  # none left
 
 
-def _counts(limit, now):
-    figures = runtime(limit, leased_slots([limit.id], now).get(limit.id, 0), now)
+def _counts(limit, now, leased=None):
+    if leased is None:
+        leased = leased_slots([limit.id], now).get(limit.id, 0)
+    figures = runtime(limit, leased, now)
     return {"active_slots": figures["active_slots"], "denied_slots": figures["denied_slots"]}
 
 
