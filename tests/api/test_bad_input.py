@@ -7,44 +7,54 @@ import pytest
 BASE = "/api/v2/concurrency_limits"
 LONG = "x" * 256
 
-CASES = [
-    # (id, method, path, body (dict/list/str raw), expected status)
-    ("name-slash", "post", "/", {"name": "a/b", "limit": 1}, 422),
-    ("name-percent", "post", "/", {"name": "a%b", "limit": 1}, 422),
-    ("name-amp", "post", "/", {"name": "a&b", "limit": 1}, 422),
-    ("name-gt", "post", "/", {"name": "a>b", "limit": 1}, 422),
-    ("name-lt", "post", "/", {"name": "a<b", "limit": 1}, 422),
-    ("name-empty", "post", "/", {"name": "", "limit": 1}, 422),
-    ("name-blank", "post", "/", {"name": "   ", "limit": 1}, 422),
-    ("name-too-long", "post", "/", {"name": LONG, "limit": 1}, 422),
-    ("name-number", "post", "/", {"name": 12, "limit": 1}, 422),
-    ("name-null", "post", "/", {"name": None, "limit": 1}, 422),
+UUID = "6f1c2d3e-0000-4000-8000-000000000000"
+# Names a limit may not have, each created as {"name": <it>, "limit": 1} (the case id is "name-" + the key).
+BAD_NAMES = {
+    "slash": "a/b",
+    "percent": "a%b",
+    "amp": "a&b",
+    "gt": "a>b",
+    "lt": "a<b",
+    "empty": "",
+    "blank": "   ",
+    "too-long": LONG,
+    "number": 12,
+    "null": None,
+    "newline": "a\nb",
+    "nul": "a\x00b",
+    "tab": "a\tb",
+    "right-to-left-override": "invoice\u202egpj.exe",
+    "zero-width-space": "db\u200b",
+    "line-separator": "a\u2028b",
+    "dot": ".",
+    "dot-dot": "..",
+    "a-uuid": UUID,
+}
+# Fields a valid creation {"name": "n", "limit": 1} may not take (the case id is the key).
+BAD_CREATE_FIELDS = {
+    "limit-negative": {"limit": -1},
+    "limit-float": {"limit": 1.5},
+    "limit-string": {"limit": "5"},
+    "limit-bool": {"limit": True},
+    "limit-huge": {"limit": 2**63},
+    "decay-negative": {"slot_decay_per_second": -0.1},
+    "decay-string": {"slot_decay_per_second": "fast"},
+    "active-string": {"active": "yes"},
+    "active-int": {"active": 1},
+    "unknown-field": {"color": "red"},
+    "runtime-field-on-create": {"active_slots": -1},  # 3: accepted
+}
+LEASED = {"names": ["keep"], "slots": 1}  # an acquisition with a lease, before the field that spoils it
+
+CASES = [  # (id, method, path, body (dict/list/str raw; "RAW:" sent as it is), expected status)
+    *[(f"name-{case}", "post", "/", {"name": name, "limit": 1}, 422) for case, name in BAD_NAMES.items()],
     ("name-missing", "post", "/", {"limit": 1}, 422),
-    ("name-newline", "post", "/", {"name": "a\nb", "limit": 1}, 422),
-    ("name-nul", "post", "/", {"name": "a\x00b", "limit": 1}, 422),
-    ("name-tab", "post", "/", {"name": "a\tb", "limit": 1}, 422),
-    ("name-right-to-left-override", "post", "/", {"name": "invoice\u202egpj.exe", "limit": 1}, 422),
-    ("name-zero-width-space", "post", "/", {"name": "db\u200b", "limit": 1}, 422),
-    ("name-line-separator", "post", "/", {"name": "a\u2028b", "limit": 1}, 422),
-    ("name-dot", "post", "/", {"name": ".", "limit": 1}, 422),
-    ("name-dot-dot", "post", "/", {"name": "..", "limit": 1}, 422),
-    ("name-a-uuid", "post", "/", {"name": "6f1c2d3e-0000-4000-8000-000000000000", "limit": 1}, 422),
     ("rename-to-newline", "patch", "/keep", {"name": "a\rb"}, 422),
     ("rename-to-uuid", "patch", "/keep", {"name": "6f1c2d3e00004000800000000000000a"}, 422),
     ("put-name-control", "put", "/a%01b", {"limit": 1}, 422),
     ("put-name-dot-dot", "put", "/..", {"limit": 1}, 422),
     ("limit-missing", "post", "/", {"name": "n"}, 422),
-    ("limit-negative", "post", "/", {"name": "n", "limit": -1}, 422),
-    ("limit-float", "post", "/", {"name": "n", "limit": 1.5}, 422),
-    ("limit-string", "post", "/", {"name": "n", "limit": "5"}, 422),
-    ("limit-bool", "post", "/", {"name": "n", "limit": True}, 422),
-    ("limit-huge", "post", "/", {"name": "n", "limit": 2**63}, 422),
-    ("decay-negative", "post", "/", {"name": "n", "limit": 1, "slot_decay_per_second": -0.1}, 422),
-    ("decay-string", "post", "/", {"name": "n", "limit": 1, "slot_decay_per_second": "fast"}, 422),
-    ("active-string", "post", "/", {"name": "n", "limit": 1, "active": "yes"}, 422),
-    ("active-int", "post", "/", {"name": "n", "limit": 1, "active": 1}, 422),
-    ("unknown-field", "post", "/", {"name": "n", "limit": 1, "color": "red"}, 422),
-    ("runtime-field-on-create", "post", "/", {"name": "n", "limit": 1, "active_slots": -1}, 422),  # 3: accepted
+    *[(case, "post", "/", {"name": "n", "limit": 1, **fields}, 422) for case, fields in BAD_CREATE_FIELDS.items()],
     ("body-list", "post", "/", [{"name": "n", "limit": 1}], 422),
     ("body-string", "post", "/", "hello", 422),
     ("malformed-json", "post", "/", "RAW:{not json", 400),
@@ -61,20 +71,14 @@ CASES = [
     ("filter-limit-too-big", "post", "/filter", {"limit": 10_000}, 422),
     ("filter-names-not-list", "post", "/filter", {"names": "keep"}, 422),
     ("bad-uuid-not-found", "get", "/00000000-0000-0000-0000-00000000000x", None, 404),
-    ("unknown-uuid", "get", "/6f1c2d3e-0000-4000-8000-000000000000", None, 404),
+    ("unknown-uuid", "get", f"/{UUID}", None, 404),
     ("increment-no-names", "post", "/increment", {"names": [], "slots": 1}, 422),
     ("increment-zero-slots", "post", "/increment", {"names": ["keep"], "slots": 0}, 422),
     ("increment-bad-mode", "post", "/increment", {"names": ["keep"], "slots": 1, "mode": "turbo"}, 422),
     ("lease-bad-uuid", "post", "/decrement-with-lease", {"lease_id": "not-a-uuid"}, 422),
-    ("lease-too-short", "post", "/increment-with-lease", {"names": ["keep"], "slots": 1, "lease_duration": 0.1}, 422),
-    ("lease-too-long", "post", "/increment-with-lease", {"names": ["keep"], "slots": 1, "lease_duration": 1e6}, 422),
-    (
-        "holder-missing-id",
-        "post",
-        "/increment-with-lease",
-        {"names": ["keep"], "slots": 1, "holder": {"type": "x"}},
-        422,
-    ),
+    ("lease-too-short", "post", "/increment-with-lease", {**LEASED, "lease_duration": 0.1}, 422),
+    ("lease-too-long", "post", "/increment-with-lease", {**LEASED, "lease_duration": 1e6}, 422),
+    ("holder-missing-id", "post", "/increment-with-lease", {**LEASED, "holder": {"type": "x"}}, 422),
 ]
 
 

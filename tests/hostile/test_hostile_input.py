@@ -15,19 +15,17 @@ from tests.conftest import Server
 
 BASE = "/api/v2/concurrency_limits"
 HUGE_INTS = [2**63, 2**64, -(2**64), 10**400, -(10**400)]
+ACQUIRE = {"names": ["keep"], "slots": 1}
 NUMBER_FIELDS = [  # (route, body without the field, the field)
-    ("/increment", {"names": ["keep"], "slots": 1}, "slots"),
-    ("/increment", {"names": ["keep"], "slots": 1}, "wait_seconds"),
-    ("/increment-with-lease", {"names": ["keep"], "slots": 1}, "lease_duration"),
-    ("/increment-with-lease", {"names": ["keep"], "slots": 1}, "slots"),
-    ("/increment-with-lease", {"names": ["keep"], "slots": 1}, "wait_seconds"),
-    ("/decrement", {"names": ["keep"], "slots": 1}, "occupancy_seconds"),
-    ("/decrement", {"names": ["keep"], "slots": 1}, "slots"),
-    ("/filter", {}, "offset"),
-    ("/filter", {}, "limit"),
-    ("/", {"name": "fresh", "limit": 1}, "limit"),
-    ("/", {"name": "fresh", "limit": 1}, "slot_decay_per_second"),
-    ("/", {"name": "fresh", "limit": 1}, "denied_slots"),
+    (route, body, field)
+    for route, body, fields in [
+        ("/increment", ACQUIRE, ["slots", "wait_seconds"]),
+        ("/increment-with-lease", ACQUIRE, ["lease_duration", "slots", "wait_seconds"]),
+        ("/decrement", ACQUIRE, ["occupancy_seconds", "slots"]),
+        ("/filter", {}, ["offset", "limit"]),
+        ("/", {"name": "fresh", "limit": 1}, ["limit", "slot_decay_per_second", "denied_slots"]),
+    ]
+    for field in fields
 ]
 
 
@@ -152,33 +150,38 @@ def _framed(headers, body=b""):
     )
 
 
+CHUNKED = b"Transfer-Encoding: chunked\r\n"
+# A request whose length its head leaves in doubt, then NEXT on the same connection: (headers, body). Content-Length
+# and Transfer-Encoding together, for one: a front end reading one and a server the other disagree on where the next
+# request starts (RFC 9112 §6.1: reject, or at least close).
+SMUGGLING = {
+    "cl-and-te": (b"Content-Length: 4\r\n" + CHUNKED, b"0\r\n\r\n"),
+    "te-and-cl": (CHUNKED + b"Content-Length: 200\r\n", b"0\r\n\r\n"),
+    "doubled-cl-differing": (b"Content-Length: 2\r\nContent-Length: 40\r\n", b"{}"),
+    "doubled-cl-same": (b"Content-Length: 2\r\nContent-Length: 2\r\n", b"{}"),
+    "cl-list": (b"Content-Length: 2, 2\r\n", b"{}"),
+    "cl-plus": (b"Content-Length: +2\r\n", b"{}"),
+    "cl-negative": (b"Content-Length: -1\r\n", b"{}"),
+    "cl-hex": (b"Content-Length: 0x2\r\n", b"{}"),
+    "cl-space-before-colon": (b"Content-Length : 2\r\n", b"{}"),
+    "obs-fold": (b"Content-Length: 2\r\nX-Note: a\r\n folded\r\n", b"{}"),
+    "obs-fold-te": (b"Transfer-Encoding:\r\n chunked\r\nContent-Length: 2\r\n", b"{}"),
+    "te-unknown": (b"Transfer-Encoding: gzip\r\n", b"{}"),
+    "te-chunked-not-last": (b"Transfer-Encoding: chunked, gzip\r\n", b"2\r\n{}\r\n0\r\n\r\n"),
+    "te-doubled": (CHUNKED + CHUNKED, b"0\r\n\r\n"),
+    "te-xchunked": (b"Transfer-Encoding: xchunked\r\n", b"2\r\n{}\r\n0\r\n\r\n"),
+    "chunk-size-not-hex": (CHUNKED, b"zz\r\n{}\r\n0\r\n\r\n"),
+    "chunk-size-negative": (CHUNKED, b"-2\r\n{}\r\n0\r\n\r\n"),
+    "chunk-size-overflow": (CHUNKED, b"f" * 40 + b"\r\n{}\r\n0\r\n\r\n"),
+    "chunk-size-0x": (CHUNKED, b"0x2\r\n{}\r\n0\r\n\r\n"),
+    "chunk-too-long": (CHUNKED, b"1\r\n{}\r\n0\r\n\r\n"),
+    "chunk-lf-only": (CHUNKED, b"2\n{}\n0\n\n"),
+    "nul-in-header": (b"Content-Length: 2\r\nX-Note: a\x00b\r\n", b"{}"),
+    "cr-in-header": (b"Content-Length: 2\r\nX-Note: a\rb\r\n", b"{}"),
+}
 FRAMING = {
-    # Content-Length and Transfer-Encoding together: a front end reading one and a server the other disagree on
-    # where the next request starts (RFC 9112 §6.1: reject, or at least close).
-    "cl-and-te": _framed(b"Content-Length: 4\r\nTransfer-Encoding: chunked\r\n", b"0\r\n\r\n" + NEXT),
-    "te-and-cl": _framed(b"Transfer-Encoding: chunked\r\nContent-Length: 200\r\n", b"0\r\n\r\n" + NEXT),
-    "doubled-cl-differing": _framed(b"Content-Length: 2\r\nContent-Length: 40\r\n", b"{}" + NEXT),
-    "doubled-cl-same": _framed(b"Content-Length: 2\r\nContent-Length: 2\r\n", b"{}" + NEXT),
-    "cl-list": _framed(b"Content-Length: 2, 2\r\n", b"{}" + NEXT),
-    "cl-plus": _framed(b"Content-Length: +2\r\n", b"{}" + NEXT),
-    "cl-negative": _framed(b"Content-Length: -1\r\n", b"{}" + NEXT),
-    "cl-hex": _framed(b"Content-Length: 0x2\r\n", b"{}" + NEXT),
+    **{case: _framed(headers, body + NEXT) for case, (headers, body) in SMUGGLING.items()},
     "cl-huge": _framed(b"Content-Length: 99999999999999999999999999\r\n", b"{}"),
-    "cl-space-before-colon": _framed(b"Content-Length : 2\r\n", b"{}" + NEXT),
-    "obs-fold": _framed(b"Content-Length: 2\r\nX-Note: a\r\n folded\r\n", b"{}" + NEXT),
-    "obs-fold-te": _framed(b"Transfer-Encoding:\r\n chunked\r\nContent-Length: 2\r\n", b"{}" + NEXT),
-    "te-unknown": _framed(b"Transfer-Encoding: gzip\r\n", b"{}" + NEXT),
-    "te-chunked-not-last": _framed(b"Transfer-Encoding: chunked, gzip\r\n", b"2\r\n{}\r\n0\r\n\r\n" + NEXT),
-    "te-doubled": _framed(b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n", b"0\r\n\r\n" + NEXT),
-    "te-xchunked": _framed(b"Transfer-Encoding: xchunked\r\n", b"2\r\n{}\r\n0\r\n\r\n" + NEXT),
-    "chunk-size-not-hex": _framed(b"Transfer-Encoding: chunked\r\n", b"zz\r\n{}\r\n0\r\n\r\n" + NEXT),
-    "chunk-size-negative": _framed(b"Transfer-Encoding: chunked\r\n", b"-2\r\n{}\r\n0\r\n\r\n" + NEXT),
-    "chunk-size-overflow": _framed(b"Transfer-Encoding: chunked\r\n", b"f" * 40 + b"\r\n{}\r\n0\r\n\r\n" + NEXT),
-    "chunk-size-0x": _framed(b"Transfer-Encoding: chunked\r\n", b"0x2\r\n{}\r\n0\r\n\r\n" + NEXT),
-    "chunk-too-long": _framed(b"Transfer-Encoding: chunked\r\n", b"1\r\n{}\r\n0\r\n\r\n" + NEXT),
-    "chunk-lf-only": _framed(b"Transfer-Encoding: chunked\r\n", b"2\n{}\n0\n\n" + NEXT),
-    "nul-in-header": _framed(b"Content-Length: 2\r\nX-Note: a\x00b\r\n", b"{}" + NEXT),
-    "cr-in-header": _framed(b"Content-Length: 2\r\nX-Note: a\rb\r\n", b"{}" + NEXT),
     "bare-lf-headers": b"POST " + BASE.encode() + b"/ HTTP/1.1\nHost: x\nContent-Length: 2\n\n{}" + NEXT,
     "http-2.0-line": b"GET /api/health HTTP/2.0\r\nHost: x\r\n\r\n",
     "uri-too-long": b"GET /api/health?" + b"a" * 8000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
