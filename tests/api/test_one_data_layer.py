@@ -214,3 +214,36 @@ def test_postgresql_limit_changes_send_their_writes_with_a_read_or_the_commit(ap
         trips = [[part.split(" ")[0] for part in trip.split("; ")] for trip in sent]
         assert len(trips) <= most and trips[0][:2] == ["BEGIN", "SELECT"] and trips[-1][-1] == "COMMIT", sent
         assert all("SELECT" in trip or trip[-1] == "COMMIT" for trip in trips), sent
+
+
+def test_postgresql_refuses_a_statement_peewee_sends_past_the_deferred_ones(app):
+    """In a write transaction whose BEGIN or writes are still held back, a statement peewee sent itself would run
+    outside the transaction or before the writes it should see: it fails loudly instead."""
+    from gcl_server.database import db, defer, execute
+    from gcl_server.tx import transactional
+
+    if db.obj.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL only (GCL_TEST_DATABASE=postgresql): SQLite sends every statement at once")
+
+    @transactional
+    def peewee_first():
+        return db.obj.execute_sql("SELECT 1").fetchone()[0]  # the BEGIN is still held back
+
+    @transactional
+    def peewee_after_a_deferred_write(name):
+        execute("SELECT 1")
+        defer("UPDATE concurrency_limit SET updated = updated WHERE name = ?", (name,))
+        return db.obj.execute_sql("SELECT 1").fetchone()[0]
+
+    @transactional
+    def peewee_once_everything_went_out():
+        execute("SELECT 1")
+        return db.obj.execute_sql("SELECT 1").fetchone()[0]
+
+    with app.app_context():
+        with pytest.raises(RuntimeError, match="deferred statements"):
+            peewee_first()
+        with pytest.raises(RuntimeError, match="deferred statements"):
+            peewee_after_a_deferred_write("nothing")
+        assert peewee_once_everything_went_out() == 1
+        db.obj.dialect.release_connection()

@@ -177,6 +177,13 @@ class PostgresPool(PooledPostgresqlDatabase):
     means it was closed (database restart, pg_terminate_backend, idle timeout) and the connection is dropped.
     """
 
+    def execute_sql(self, sql, params=None):
+        # A statement peewee sends itself would overtake the writes (and the BEGIN) defer() holds back: it would run
+        # outside the transaction, or before writes it should see. Queries run through execute() (models.instances).
+        if getattr(_deferred, "statements", None):
+            raise RuntimeError("peewee executed SQL in a write transaction with deferred statements: use execute()")
+        return super().execute_sql(sql, params)
+
     def _is_closed(self, conn):
         if conn.closed or conn.info.transaction_status != psycopg2.extensions.TRANSACTION_STATUS_IDLE:
             return super()._is_closed(conn)
