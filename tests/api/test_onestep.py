@@ -218,3 +218,50 @@ def test_racing_one_statement_acquires_and_releases_never_exceed_the_limit(app):
     assert errors == []
     assert peak[0] <= 3
     assert slots.leased_slots([client.get("/api/v2/concurrency_limits/race-one").json["id"]], 0) == {}
+
+
+def test_the_functions_read_the_queue_by_index_whatever_the_table_held_when_they_were_planned(app):
+    """A connection plans each function's statements once, at its first call. Planned while the waiter table was
+    empty (a fresh database), a release's read of the queue once scanned the whole table at every later call,
+    granted waiters (kept 60 s) included; it must look the queue up by index."""
+    import psycopg2
+    from gcl_server.statements import ACQUIRE_FN, RELEASE_FN
+
+    client = app.test_client()
+    assert client.put("/api/v2/concurrency_limits/planned", json={"limit": 1}).status_code == 201
+    conn = psycopg2.connect(app.config["DATABASE_URL"])
+    try:
+        cur = conn.cursor()
+
+        def acquire(wait=0.0):
+            lease = str(uuid.uuid4())
+            cur.execute(
+                f"SELECT r_outcome FROM {ACQUIRE_FN}(%s, %s, 1, 60, NULL, FALSE, NULL, %s, %s, 'o', %s, NULL, %s, 5)",
+                ("planned", '["planned"]', wait, str(uuid.uuid4()), time.time(), lease),
+            )
+            return cur.fetchone()[0], lease
+
+        def release(lease):
+            cur.execute(f"SELECT r_outcome FROM {RELEASE_FN}(%s, %s, NULL, NULL, 'p', 0.2, 256)", (lease, time.time()))
+            return [row[0] for row in cur.fetchall()]
+
+        def scanned():
+            cur.execute("SELECT seq_tup_read FROM pg_stat_xact_user_tables WHERE relname = 'waiter'")
+            return cur.fetchone()[0]
+
+        outcome, lease = acquire()
+        assert outcome == "granted" and release(lease) == ["released"]  # both planned now, the waiter table empty
+        cur.execute(
+            "INSERT INTO waiter (id, seq, names, slots, mode, owner, attached, expires, created, granted_at) "
+            "SELECT gen_random_uuid()::text, -g, '[]', 1, 'concurrency', '', FALSE, %s, %s, %s "
+            "FROM generate_series(1, 5000) g",
+            (time.time() + 60, time.time(), time.time()),
+        )
+        outcome, lease = acquire()
+        assert outcome == "granted" and acquire(wait=5)[0] == "queued"
+        before = scanned()
+        assert release(lease) == ["released", "granted"]  # the queue read, its head granted
+        assert scanned() - before < 100
+    finally:
+        conn.rollback()
+        conn.close()

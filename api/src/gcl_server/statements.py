@@ -7,6 +7,13 @@ planning. A PL/pgSQL function keeps its statements' plans for the connection's l
 custom plans, PostgreSQL's choice for these parameters, the read was planned again at every call); a function (not
 PREPARE) also works through PgBouncer in transaction mode, whose server connections change between transactions.
 
+A generic plan is made once, at a connection's first call, from the statistics of that moment: on a fresh database
+it chose a sequential scan of the waiter table (empty then) for the queue's reads, and kept it while granted waiters
+piled up (kept 60 s: ~18,000 rows at 300 grants/s), which cost some connections a scan of them at every call and
+halved a contended run's throughput at random (PostgreSQL's CPU per grant 1.5 against 2.9-3.0 ms, `make bench`
+fleet). The functions run with enable_seqscan off: every read here is a lookup by an index, whatever the
+statistics said when it was planned.
+
 `?` marks a parameter, in order; functions() binds them to the functions' arguments.
 """
 
@@ -107,7 +114,7 @@ CREATE OR REPLACE FUNCTION {{name}}(p_names text[], p_now double precision, p_sk
                                    p_ticket varchar)
 RETURNS TABLE ({_returns(LIMIT_OUT, FIELD_TYPES)}, r_leased bigint, r_queued boolean, r_token bigint,
                r_seq bigint, {_returns([f"t_{i}" for i in range(len(TICKET_TYPES))], TICKET_TYPES)})
-LANGUAGE plpgsql VOLATILE SET plan_cache_mode = force_generic_plan AS $fn$
+LANGUAGE plpgsql VOLATILE SET plan_cache_mode = force_generic_plan SET enable_seqscan = off AS $fn$
 #variable_conflict use_column
 DECLARE
     locked varchar[];
@@ -135,7 +142,7 @@ _CANDIDATES = f"""
 CREATE OR REPLACE FUNCTION {{name}}(p_ids text[], p_now double precision, p_max integer)
 RETURNS TABLE ({_returns([f"c_{i}" for i in range(len(CANDIDATE_TYPES))], CANDIDATE_TYPES)},
                {_returns(LIMIT_OUT, FIELD_TYPES)}, r_leased bigint, r_token bigint)
-LANGUAGE plpgsql VOLATILE SET plan_cache_mode = force_generic_plan AS $fn$
+LANGUAGE plpgsql VOLATILE SET plan_cache_mode = force_generic_plan SET enable_seqscan = off AS $fn$
 #variable_conflict use_column
 DECLARE
     locked_ids varchar[];
@@ -188,7 +195,7 @@ CREATE OR REPLACE FUNCTION {{name}}(p_name varchar, p_names_json text, p_slots i
                                    p_now double precision, p_ticket varchar, p_lease varchar, p_grace double precision)
 RETURNS TABLE (r_outcome text, {_returns(LIMIT_OUT, FIELD_TYPES)}, r_leased bigint, r_token bigint,
                r_expiries double precision[], r_expiry_slots integer[])
-LANGUAGE plpgsql VOLATILE SET plan_cache_mode = force_generic_plan AS $fn$
+LANGUAGE plpgsql VOLATILE SET plan_cache_mode = force_generic_plan SET enable_seqscan = off AS $fn$
 #variable_conflict use_column
 DECLARE
     v_lim record;
@@ -259,7 +266,7 @@ CREATE OR REPLACE FUNCTION {{name}}(p_lease varchar, p_now double precision, p_f
 RETURNS TABLE (r_outcome text, r_limit_id varchar, r_name varchar, r_slots integer, r_waiter varchar,
                r_owner varchar, r_lease varchar, r_token bigint, r_expires double precision,
                r_waited double precision, r_actor varchar)
-LANGUAGE plpgsql VOLATILE SET plan_cache_mode = force_generic_plan AS $fn$
+LANGUAGE plpgsql VOLATILE SET plan_cache_mode = force_generic_plan SET enable_seqscan = off AS $fn$
 #variable_conflict use_column
 DECLARE
     v_lim record;
