@@ -154,6 +154,16 @@ def live_server(tmp_path_factory):
     server.stop()
 
 
+@pytest.fixture
+def pg_url():
+    """A fresh PostgreSQL database (always PostgreSQL, whatever GCL_TEST_DATABASE), released after the test; request
+    it before server_factory so servers stop first."""
+    cluster = pg.cluster()
+    url = cluster.create_database()
+    yield url
+    cluster.release_database(url)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _postgres_cluster():
     """Stops the test PostgreSQL (started on first use when GCL_TEST_DATABASE=postgresql) after the session."""

@@ -1,5 +1,5 @@
 """The fault suites' side of the kit: a fleet of SDK client processes, the checks on what they recorded, and the
-fixtures both suites use (a section of figures in the run's summary, a fresh PostgreSQL database)."""
+section of figures each suite prints in the run's summary."""
 
 import json
 import os
@@ -10,7 +10,6 @@ import time
 import pytest
 import requests
 
-from tests import pg
 from tests.conftest import ROOT
 
 
@@ -97,12 +96,3 @@ def summary_section(title):
         return lines
 
     return figures, pytest_terminal_summary
-
-
-@pytest.fixture
-def pg_url():
-    """A fresh PostgreSQL database (always PostgreSQL, whatever GCL_TEST_DATABASE); released after the test."""
-    cluster = pg.cluster()
-    url = cluster.create_database()
-    yield url
-    cluster.release_database(url)

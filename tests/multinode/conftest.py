@@ -2,17 +2,6 @@
 
 import pytest
 
-from tests import pg
-
-
-@pytest.fixture
-def pg_url():
-    """A fresh PostgreSQL database for this test; request it before server_factory so servers stop first."""
-    cluster = pg.cluster()
-    url = cluster.create_database()
-    yield url
-    cluster.release_database(url)
-
 
 @pytest.fixture
 def pg_app(pg_url):

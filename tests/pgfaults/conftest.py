@@ -6,7 +6,6 @@ from tests import pg
 from tests.faultkit import suite
 
 figures, pytest_terminal_summary = suite.summary_section("pgfaults: figures")
-pg_url = suite.pg_url
 
 # A crash loses nothing committed only when commits are durable: the crash test runs with PostgreSQL's defaults.
 DURABLE = {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on"}
