@@ -200,6 +200,25 @@ def client(app):
     return app.test_client()
 
 
+def summary_section(title):
+    """A suite conftest's ``figures`` fixture and ``pytest_terminal_summary`` hook, as
+    ``figures, pytest_terminal_summary = summary_section(title)``: figures.append("...") prints a line in the run's
+    summary under ``title`` (measurements that are reported, not asserted)."""
+    lines = []
+
+    def pytest_terminal_summary(terminalreporter):
+        if lines:
+            terminalreporter.section(title)
+            for line in lines:
+                terminalreporter.write_line(line)
+
+    @pytest.fixture(name="figures")
+    def figures():
+        return lines
+
+    return figures, pytest_terminal_summary
+
+
 class Clock:
     """time.time() under test control: decay and expiry are checked exactly, without sleeping."""
 

@@ -1,5 +1,4 @@
-"""The fault suites' side of the kit: a fleet of SDK client processes, the checks on what they recorded, and the
-section of figures each suite prints in the run's summary."""
+"""The fault suites' side of the kit: a fleet of SDK client processes and the checks on what they recorded."""
 
 import json
 import os
@@ -7,7 +6,6 @@ import subprocess
 import sys
 import time
 
-import pytest
 import requests
 
 from tests.conftest import ROOT
@@ -78,21 +76,3 @@ def assert_no_leases(limits_url, name):
     leases = requests.get(f"{limits_url}/{name}/leases", timeout=10)
     assert leases.status_code == 200 and leases.json() == [], f"orphaned leases on {name}: {leases.text[:500]}"
     assert requests.get(f"{limits_url}/{name}", timeout=10).json()["active_slots"] == 0
-
-
-def summary_section(title):
-    """A conftest's ``figures`` fixture and its ``pytest_terminal_summary`` hook: figures.append("...") prints a line
-    in the run's summary, under ``title`` (measurements that are reported, not asserted)."""
-    lines = []
-
-    def pytest_terminal_summary(terminalreporter):
-        if lines:
-            terminalreporter.section(title)
-            for line in lines:
-                terminalreporter.write_line(line)
-
-    @pytest.fixture(name="figures")
-    def figures():
-        return lines
-
-    return figures, pytest_terminal_summary

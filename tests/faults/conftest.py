@@ -1,5 +1,5 @@
 """Fault suite fixtures: figures for the run's summary (the PostgreSQL variant takes tests/conftest.py's pg_url)."""
 
-from tests.faultkit import suite
+from tests.conftest import summary_section
 
-figures, pytest_terminal_summary = suite.summary_section("faults: figures")
+figures, pytest_terminal_summary = summary_section("faults: figures")

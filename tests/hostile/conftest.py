@@ -4,20 +4,9 @@ import resource
 
 import pytest
 
-FIGURES = []
+from tests.conftest import summary_section
 
-
-def pytest_terminal_summary(terminalreporter):
-    if FIGURES:
-        terminalreporter.section("hostile clients: figures")
-        for line in FIGURES:
-            terminalreporter.write_line(line)
-
-
-@pytest.fixture
-def figures():
-    """figures.append("...") prints a line in the run's summary (measurements that are reported, not asserted)."""
-    return FIGURES
+figures, pytest_terminal_summary = summary_section("hostile clients: figures")
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -3,9 +3,9 @@
 import pytest
 
 from tests import pg
-from tests.faultkit import suite
+from tests.conftest import summary_section
 
-figures, pytest_terminal_summary = suite.summary_section("pgfaults: figures")
+figures, pytest_terminal_summary = summary_section("pgfaults: figures")
 
 # A crash loses nothing committed only when commits are durable: the crash test runs with PostgreSQL's defaults.
 DURABLE = {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on"}
