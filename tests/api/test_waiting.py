@@ -349,8 +349,8 @@ def test_a_waiter_withdrawn_while_a_hand_off_grants_it_gets_no_lease(app, monkey
     cancel, the sweeper: they delete the waiter without the limits' locks) must leave no lease, no slot held and no
     "acquired" record behind."""
     from gcl_server.database import db, execute
-    from gcl_server.services import queue as engine_queue
     from gcl_server.services import onestep, slots, transactions
+    from gcl_server.services import queue as engine_queue
     from gcl_server.tx import transactional
 
     if not db.obj.dialect.lock_rows:
