@@ -19,20 +19,21 @@ statistics said when it was planned.
 
 import hashlib
 
-# The limit's own columns, in LimitRow's order.
-FIELDS = (
-    "id",
-    "name",
-    '"limit"',
-    "active",
-    "slot_decay_per_second",
-    "decay_occupancy",
-    "decay_updated",
-    "denied",
-    "denied_updated",
-    "avg_slot_occupancy_seconds",
-)
-FIELD_TYPES = ("varchar", "varchar", "integer", "boolean", *["double precision"] * 6)
+import peewee
+
+from .models import ConcurrencyLimit
+
+# The limit's own columns, in LimitRow's order (the model's, less its timestamps), and their SQL types for the
+# functions' RETURNS TABLE: read from the one declaration of the table, models.ConcurrencyLimit.
+_SQL_TYPES = {
+    peewee.CharField: "varchar",
+    peewee.IntegerField: "integer",
+    peewee.BooleanField: "boolean",
+    peewee.DoubleField: "double precision",
+}
+_LIMIT_FIELDS = [f for f in ConcurrencyLimit._meta.sorted_fields if f.name not in ("created", "updated")]
+FIELDS = tuple(f'"{f.column_name}"' if f.column_name == "limit" else f.column_name for f in _LIMIT_FIELDS)
+FIELD_TYPES = tuple(_SQL_TYPES[type(f)] for f in _LIMIT_FIELDS)
 COLUMNS = ", ".join(FIELDS)
 QUALIFIED = ", ".join(f"concurrency_limit.{f}" for f in FIELDS)  # beside a joined row with columns of these names
 
