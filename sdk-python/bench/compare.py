@@ -53,12 +53,12 @@ def measure(fn):
         cpus.append((time.process_time() - cpu) * 1000)
     return sorted(walls)[n // 2], sorted(cpus)[n // 2]
 
-async def async_measure():
+async def async_measure(fn):  # measure's twin for a coroutine function
+    await fn()
     walls, cpus = [], []
-    await async_default()
     for _ in range(n):
         wall, cpu = time.perf_counter(), time.process_time()
-        await async_default()
+        await fn()
         walls.append((time.perf_counter() - wall) * 1000)
         cpus.append((time.process_time() - cpu) * 1000)
     return sorted(walls)[n // 2], sorted(cpus)[n // 2]
@@ -79,18 +79,11 @@ async def raw_async_measure():
             resp = await hx.post(url + "/v2/concurrency_limits/increment-with-lease", json=BODY)
             lease = resp.json()["lease_id"]
             await hx.post(url + "/v2/concurrency_limits/decrement-with-lease", json={"lease_id": lease})
-        walls, cpus = [], []
-        await once()
-        for _ in range(n):
-            wall, cpu = time.perf_counter(), time.process_time()
-            await once()
-            walls.append((time.perf_counter() - wall) * 1000)
-            cpus.append((time.process_time() - cpu) * 1000)
-        return sorted(walls)[n // 2], sorted(cpus)[n // 2]
+        return await async_measure(once)
 
 out = {"raw urllib3": measure(raw_sync), "sync default": measure(sync_default), "sync client=": measure(sync_client)}
 out["raw httpx"] = asyncio.run(raw_async_measure())
-out["async default"] = asyncio.run(async_measure())
+out["async default"] = asyncio.run(async_measure(async_default))
 print(json.dumps(out))
 """
 
