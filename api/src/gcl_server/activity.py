@@ -35,8 +35,7 @@ def record(kind, limit_id, limit_name, *, actor=None, lease_id=None, slots=None,
         defer(GUARDED_INSERT, (*values, lease_id))
     else:
         defer(INSERT, values)
-    fields = {"at": at, "limit_id": limit_id, "name": limit_name, "actor": actor, "lease_id": lease_id}
-    emit_after_commit(kind, {**fields, "slots": slots, "detail": detail})
+    written(kind, limit_id, limit_name, actor=actor, lease_id=lease_id, slots=slots, detail=detail, at=at)
 
 
 def _dumps(detail):

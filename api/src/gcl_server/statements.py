@@ -23,6 +23,8 @@ import peewee
 
 from .models import ConcurrencyLimit
 
+MAX_CANDIDATES = 256  # waiters one hand-off reads at most (the general one and the one-statement one)
+
 # The limit's own columns, in LimitRow's order (the model's, less its timestamps), and their SQL types for the
 # functions' RETURNS TABLE: read from the one declaration of the table, models.ConcurrencyLimit.
 _SQL_TYPES = {

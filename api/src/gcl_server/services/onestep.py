@@ -16,15 +16,13 @@ import uuid
 
 from .. import activity
 from ..database import alone_possible, db, execute_alone
-from ..statements import ACQUIRE_FN, RELEASE_FN
+from ..statements import ACQUIRE_FN, MAX_CANDIDATES, RELEASE_FN
 from ..tx import in_transaction
 from . import notify
 from .admission import CAPACITY_RETRY_AFTER, blocked, retry_after
 from .leases import OCCUPANCY_EMA
 from .outcomes import Grant, Queued, Refused
 from .rows import limit_row, minimal
-
-MAX_CANDIDATES = 256  # as queue.hand_off
 
 
 def takes(request):

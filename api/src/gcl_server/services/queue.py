@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 from .. import activity
 from ..database import db, defer, drawn, execute
-from ..statements import CANDIDATES, CANDIDATES_FN, TICKET
+from ..statements import CANDIDATES, CANDIDATES_FN, MAX_CANDIDATES, TICKET
 from . import notify
 from .admission import blocked, needs_lease
 from .leases import grant, new_lease
@@ -20,9 +20,6 @@ from .outcomes import AcquireRequest, Grant, MinimalLimit
 from .rows import after_grant, limit_row, lock_limits, marks
 
 GRACE_SECONDS = 5.0  # a detached waiter keeps its place this long for its re-issued request
-
-
-MAX_CANDIDATES = 256
 
 
 def queued_ahead(limit_ids, now, before_seq=None):
