@@ -1,6 +1,6 @@
 """The fast path's compiled checks (fast/checks.py) accept exactly what the schemas' own load() accepts, and load the
 same values: on generated bodies, hostile ones included (huge ints, bools for numbers, NaN and infinities, unknown and
-nested keys, wrong types)."""
+nested keys, wrong types). Its compiled answers dump exactly what the response schemas' dump() writes."""
 
 import math
 import uuid
@@ -13,6 +13,8 @@ from gcl_server.resources.slots.schemas import (
     HolderSchema,
     IncrementSchema,
     IncrementWithLeaseSchema,
+    LeaseGrantSchema,
+    MinimalLimitSchema,
     RenewSchema,
 )
 from hypothesis import HealthCheck, given, settings
@@ -242,3 +244,70 @@ def test_what_the_compiler_cannot_express_is_refused_at_import():
     for schema_cls in (Keyed, Loose, Custom):
         with pytest.raises(checks.Unsupported):
             checks.compile_load(schema_cls())
+
+
+class Row:
+    """A limit row as the engine hands it to the answer: attributes, not keys."""
+
+    def __init__(self, **fields):
+        self.__dict__.update(fields)
+
+
+dump_scalars = st.one_of(
+    st.none(),
+    st.integers(-(2**63), 2**63),
+    st.floats(-1e12, 1e12),  # a float limit or token dumps as an int, a float timestamp as ISO 8601
+    st.text(max_size=8),
+    st.uuids(),
+    st.sampled_from(EDGE_STRINGS),
+)
+limit_fields = st.fixed_dictionaries(
+    {}, optional={"id": dump_scalars, "name": dump_scalars, "limit": st.one_of(st.none(), st.integers(0, 2**31))}
+)
+limit_objects = st.one_of(limit_fields, limit_fields.map(lambda fields: Row(**fields)))
+grants = st.fixed_dictionaries(
+    {},
+    optional={
+        "lease_id": dump_scalars,
+        "limits": st.one_of(st.none(), st.lists(limit_objects, max_size=3)),
+        "fencing_token": st.one_of(st.none(), st.integers(0, 2**63)),
+        "expires": st.one_of(st.none(), st.floats(0, 4e9)),
+    },
+)
+
+
+@pytest.mark.parametrize(
+    ("schema", "objects"),
+    [
+        (LeaseGrantSchema(), st.one_of(grants, grants.map(lambda fields: Row(**fields)))),
+        (MinimalLimitSchema(many=True), st.lists(limit_objects, max_size=4)),
+    ],
+    ids=["LeaseGrantSchema", "MinimalLimitSchema(many=True)"],
+)
+def test_compiled_dump_agrees_with_schema_dump(schema, objects):
+    shape = checks.compile_dump(schema)
+
+    @settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(objects)
+    def agree(obj):
+        assert typed(shape(obj)) == typed(schema.dump(obj))
+
+    agree()
+
+
+def test_what_the_dump_compiler_cannot_express_is_refused_at_import():
+    class Keyed(Schema):
+        value = fields.Integer(data_key="v")
+
+    class Defaulted(Schema):
+        value = fields.String(dump_default="x")
+
+    class Other(Schema):
+        value = fields.Float()
+
+    class AsString(Schema):
+        value = fields.Integer(as_string=True)
+
+    for schema_cls in (Keyed, Defaulted, Other, AsString):
+        with pytest.raises(checks.Unsupported):
+            checks.compile_dump(schema_cls())

@@ -28,7 +28,7 @@ from ..resources.slots.schemas import (
     LeaseGrantSchema,
     MinimalLimitSchema,
 )
-from .checks import REJECT, Unsupported, compile_load
+from .checks import REJECT, Unsupported, compile_dump, compile_load
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,13 @@ def _loader(schema):
 
 
 def _dumper(schema):
-    return schema.dump
+    """The answer as the view's response schema dumps it: compiled from the schema once (checks.py), or
+    schema.dump itself for a schema the compiler does not know."""
+    try:
+        return compile_dump(schema)
+    except Unsupported:
+        log.warning("fast path: %s dumps through marshmallow", type(schema).__name__, exc_info=True)
+        return schema.dump
 
 
 # path -> (load the body or None, route function, success status, shape the route's result for the wire); the

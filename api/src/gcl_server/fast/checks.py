@@ -6,6 +6,11 @@ check(body): the dict schema.load(body) returns, or REJECT. A schema using anyth
 field type, data_key, schema-level hooks, unknown other than RAISE) raises Unsupported at import time; the caller then
 uses schema.load itself. REJECT carries no message: the caller falls back to schema.load for the schema's own error.
 tests/api/test_fast_checks.py holds check and schema.load to the same answers on generated bodies, hostile ones too.
+
+compile_dump(schema) does the same for the answer: shape(obj) is what schema.dump(obj) returns, for the field types
+the slot routes answer with (strings, integers, timestamps, lists and nested schemas); anything else raises
+Unsupported at import time and the caller dumps through marshmallow. tests/api/test_fast_checks.py holds shape and
+schema.dump to the same output on generated objects (dicts and attribute objects, missing keys, None).
 """
 
 import math
@@ -15,7 +20,7 @@ import uuid
 from marshmallow import RAISE, ValidationError, fields, missing, validate
 from marshmallow.decorators import VALIDATES
 
-from ..resources.fields import Bool, Int, Number, Str
+from ..resources.fields import Bool, Int, Number, Str, Timestamp, iso_timestamp
 
 REJECT = object()
 
@@ -173,3 +178,68 @@ def compile_load(schema):
         return out
 
     return check
+
+
+def _text(value):
+    return None if value is None else value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _whole(value):
+    return None if value is None else int(value)
+
+
+def _timestamp(value):
+    return iso_timestamp(value)
+
+
+# The dump of each field type, as marshmallow's own _serialize does it (String, Integer, Timestamp).
+_DUMPS = {fields.String: _text, Str: _text, fields.Integer: _whole, Int: _whole, Timestamp: _timestamp}
+
+
+def _dump_field(field):
+    """dump(value) for a present value."""
+    kind = type(field)
+    if kind in _DUMPS and not (kind in (fields.Integer, Int) and field.as_string):
+        return _DUMPS[kind]
+    if kind is fields.List:
+        inner = _dump_field(field.inner)
+        return lambda value: None if value is None else [inner(item) for item in value]
+    if kind is fields.Nested:
+        if field.only or field.exclude:
+            raise Unsupported(f"nested options of {field!r}")
+        nested = compile_dump(field.schema)
+        if field.many:
+            return lambda value: None if value is None else [nested(item) for item in value]
+        return lambda value: None if value is None else nested(value)
+    raise Unsupported(f"field type {kind.__name__}")
+
+
+def compile_dump(schema):
+    """shape(obj) -> what schema.dump(obj) returns (a list for a many=True schema)."""
+    hooks = schema._hooks
+    if any(hooks[tag] for tag in hooks if tag != VALIDATES):
+        raise Unsupported(f"schema hooks of {type(schema).__name__}")
+    plan = []
+    for name, field in schema.dump_fields.items():
+        if field.data_key not in (None, name) or field.attribute not in (None, name):
+            raise Unsupported(f"{name}: data_key or attribute")
+        if field.dump_default is not missing:
+            raise Unsupported(f"{name}: dump_default")
+        plan.append((name, _dump_field(field)))
+
+    def one(obj):
+        out = {}
+        if type(obj) is dict:
+            for name, dump in plan:
+                if name in obj:
+                    out[name] = dump(obj[name])
+        else:
+            for name, dump in plan:
+                value = getattr(obj, name, missing)
+                if value is not missing:
+                    out[name] = dump(value)
+        return out
+
+    if schema.many:
+        return lambda objs: [one(obj) for obj in objs]
+    return one
