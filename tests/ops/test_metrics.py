@@ -52,6 +52,16 @@ def scrape(server):
     return samples
 
 
+def requests_counted(samples):
+    return {
+        (labels["method"], labels["route"], labels["status"]): v
+        for (name, labels_), v in samples.items()
+        if name == "gcl_http_requests_total"
+        for labels in [dict(labels_)]
+        if labels["route"] not in ("/metrics", "/api/ready")
+    }
+
+
 def value(samples, metric, **labels):
     return samples.get((metric, tuple(sorted(labels.items()))), 0.0)
 
@@ -104,19 +114,15 @@ def test_metrics_count_what_the_clients_did(server_factory):
     for _ in range(2):  # 1 s leases (GCL_LEASE_MIN_SECONDS=1 in tests), left to expire
         clients.acquire(admin, "busy", lease_duration=1)
 
+    # Per route: every answer the clients got, counted once, whichever worker served it. A worker writes its counts
+    # at most FLUSH_SECONDS after them (telemetry/metrics.py's Tally): the scrape shows them all within that.
     deadline = time.monotonic() + 15
-    while value(samples := scrape(server), "gcl_lease_expiries_total", name="busy") < 2:
-        assert time.monotonic() < deadline, "the expiries were never counted"
-
-    # Per route: every answer the clients got, counted once, whichever worker served it.
-    counted = {
-        (labels["method"], labels["route"], labels["status"]): v
-        for (name, labels_), v in samples.items()
-        if name == "gcl_http_requests_total"
-        for labels in [dict(labels_)]
-        if labels["route"] not in ("/metrics", "/api/ready")
-    }
-    assert counted == dict(clients.seen)
+    while True:
+        samples = scrape(server)
+        counted = requests_counted(samples)
+        if value(samples, "gcl_lease_expiries_total", name="busy") >= 2 and counted == dict(clients.seen):
+            break
+        assert time.monotonic() < deadline, f"never counted as the clients saw: {counted} != {dict(clients.seen)}"
     for (method, route, _), _count in clients.seen.items():
         total = sum(n for (m, r, _s), n in clients.seen.items() if (m, r) == (method, route))
         assert value(samples, "gcl_http_request_duration_seconds_count", method=method, route=route) == total

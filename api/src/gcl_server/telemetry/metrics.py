@@ -1,6 +1,16 @@
 """Prometheus metrics: counters and histograms of this process, summed over gunicorn's workers at scrape time
 (prometheus_client's multiprocess mode, PROMETHEUS_MULTIPROC_DIR set by the serving layer), plus gauges read from
-the database (services/metrics.py), which every worker and node answers alike."""
+the database (services/metrics.py), which every worker and node answers alike.
+
+The request path counts into a Tally (plain dicts); prometheus_client's values get the sums at most FLUSH_SECONDS
+later, and before any scrape this process answers. A scrape may so miss up to FLUSH_SECONDS of another worker's
+counts, never lose them."""
+
+import atexit
+import bisect
+import os
+import threading
+import time
 
 from flask import current_app
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest
@@ -48,6 +58,85 @@ HANDOFF_SECONDS = _metric(
     buckets=HANDOFF_BUCKETS,
 )
 
+FLUSH_SECONDS = 0.5
+
+
+class Tally:
+    """This process's metric updates since they were last written to prometheus_client's values.
+
+    In multiprocess mode every value update is a locked write into a memory-mapped file, with a getpid() call: about
+    1 µs, and an acquire+release cycle made ten of them, plus a labels() lookup per limit event (~20 µs a cycle on
+    this 2-core machine, in-process). Here an update adds to a dict under one lock; flush() writes each child's sum
+    once. A histogram's sums go to its bucket and sum values (prometheus_client internals: the version is pinned in
+    api/pyproject.toml, and tests/ops/test_metrics_tally.py holds a flushed histogram to observe()'s)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._counts = {}  # counter child -> amount
+        self._observed = {}  # histogram child -> [sum, count per bucket]
+        self._children = {}  # (metric, label values) -> child
+        self._wake = threading.Event()
+        self._flusher_pid = None
+        self.flushed = threading.Condition()  # notified after each flush (a test awaits the flusher with it)
+
+    def child(self, metric, *labels):
+        """metric.labels(*labels), looked up once."""
+        key = (metric, labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
+
+    def inc(self, child, amount=1.0):
+        with self._lock:
+            if not self._counts and not self._observed:
+                self._pending()
+            self._counts[child] = self._counts.get(child, 0.0) + amount
+
+    def observe(self, child, value):
+        with self._lock:
+            if not self._counts and not self._observed:
+                self._pending()
+            sums = self._observed.get(child)
+            if sums is None:
+                sums = self._observed[child] = [0.0] + [0] * len(child._upper_bounds)
+            sums[0] += value
+            sums[1 + bisect.bisect_left(child._upper_bounds, value)] += 1  # observe(): the first bound >= value
+
+    def flush(self):
+        """Write what was counted into prometheus_client's values (the files a scrape sums, in multiprocess mode)."""
+        with self._lock:
+            counts, observed = self._counts, self._observed
+            self._counts, self._observed = {}, {}
+        for child, amount in counts.items():
+            child.inc(amount)
+        for child, (total, *buckets) in observed.items():
+            child._sum.inc(total)
+            for value, count in zip(child._buckets, buckets, strict=True):
+                if count:
+                    value.inc(count)
+        with self.flushed:
+            self.flushed.notify_all()
+
+    def _pending(self):
+        """The first update since a flush (under the lock): have the flusher write it soon."""
+        if self._flusher_pid != os.getpid():  # none yet in this process (a fork does not inherit threads)
+            self._flusher_pid = os.getpid()
+            threading.Thread(target=self._flush_soon, name="gcl-metrics-flush", daemon=True).start()
+        self._wake.set()
+
+    def _flush_soon(self):
+        while True:
+            self._wake.wait()
+            time.sleep(FLUSH_SECONDS)  # gather what follows into the same writes
+            self._wake.clear()
+            self.flush()
+
+
+tally = Tally()
+atexit.register(tally.flush)  # a worker that exits (max_requests, shutdown) writes what it counted last
+
+
 _PER_LIMIT = {
     "denied": DENIALS,
     "timeout": TIMEOUTS,
@@ -61,17 +150,17 @@ def on_event(kind, fields):
     """events.subscribe() hook: count what the engine committed in this process."""
     if kind == "acquired":
         name, detail = fields["name"], fields.get("detail") or {}
-        GRANTS.labels(name).inc()
-        WAIT_SECONDS.labels(name).observe(detail.get("wait_seconds", 0.0))
+        tally.inc(tally.child(GRANTS, name))
+        tally.observe(tally.child(WAIT_SECONDS, name), detail.get("wait_seconds", 0.0))
         if detail.get("handoff_seconds") is not None:
-            HANDOFF_SECONDS.labels(name).observe(detail["handoff_seconds"])
+            tally.observe(tally.child(HANDOFF_SECONDS, name), detail["handoff_seconds"])
     elif kind == "denied":
         for name in dict.fromkeys(fields.get("names") or ()):
-            DENIALS.labels(name).inc()
+            tally.inc(tally.child(DENIALS, name))
     elif kind in _PER_LIMIT:
-        _PER_LIMIT[kind].labels(fields["name"]).inc()
+        tally.inc(tally.child(_PER_LIMIT[kind], fields["name"]))
     elif kind in ("created", "updated", "deleted", "reset"):
-        CHANGES.labels(kind).inc()
+        tally.inc(tally.child(CHANGES, kind))
 
 
 class BuildInfo:
@@ -103,4 +192,5 @@ def registry():
 
 
 def scrape():
+    tally.flush()  # this process's counts are current; other workers' at most FLUSH_SECONDS behind
     return generate_latest(registry())

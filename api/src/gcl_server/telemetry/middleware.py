@@ -50,8 +50,8 @@ class RequestTelemetry:
                 metrics.REQUESTS.labels(method, route, status),
                 metrics.REQUEST_SECONDS.labels(method, route),
             )
-        series[0].inc()
-        series[1].observe(seconds)
+        metrics.tally.inc(series[0])
+        metrics.tally.observe(series[1], seconds)
 
     def __call__(self, environ, start_response):
         started = time.perf_counter()
