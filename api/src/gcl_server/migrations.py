@@ -75,14 +75,67 @@ class Sequence:
         Counter.insert(name=self.name, value=0).on_conflict_ignore().execute()
 
 
+class WithoutRowid:
+    """SQLite: the tables of these models (each after the tables it references) rebuilt as their declaration's
+    WITHOUT ROWID with all their rows, then their indexes made again. Nothing where that is done, or on PostgreSQL.
+
+    The migration's transaction keeps foreign keys on (PRAGMA foreign_keys cannot change inside a transaction), so
+    SQLite acts on every step: a DROP TABLE first deletes the rows, cascading into the tables that reference it, and
+    a RENAME rewrites the REFERENCES clauses naming the table. Hence the order:
+    1. each old table is renamed out of the way: the old tables now reference each other's old names, and nothing
+       references the declared names (in the usual order, new tables made first and the old dropped, the DROP of the
+       old lease would cascade into the new lease_limit, whose REFERENCES name "lease");
+    2. the new tables are created from the models, referencing the declared names as a fresh database's do, and
+       filled, referenced tables first, so each row's references are there when it is checked;
+    3. the old tables are dropped: what cascades reaches only old tables, whose rows are copied.
+    A table outside the set that referenced one of them would be left referencing a dropped table: refused."""
+
+    def __init__(self, models, indexes):
+        self.models, self.indexes = models, indexes
+
+    def apply(self, database):
+        if database.dialect.name != "sqlite":
+            return
+        tables = [model._meta.table_name for model in self.models]
+        schema = dict(database.execute_sql("SELECT name, sql FROM sqlite_master WHERE type = 'table'").fetchall())
+        if all(schema[table].rstrip().upper().endswith("WITHOUT ROWID") for table in tables):
+            return
+        old = {table: f"gcl_old_{table}" for table in tables}
+        renamed = {name: table for table, name in old.items()}
+        for table in tables:
+            database.execute_sql(f'ALTER TABLE "{table}" RENAME TO "{old[table]}"')
+        referencing = database.execute_sql(
+            'SELECT DISTINCT m.name, f."table" FROM sqlite_master m, pragma_foreign_key_list(m.name) f '
+            "WHERE m.type = 'table'"
+        ).fetchall()
+        for name, referenced in referencing:
+            if referenced in renamed and name not in renamed:
+                raise RuntimeError(f"table {name} references {renamed[referenced]}, which is rebuilt without it")
+        for model, table in zip(self.models, tables, strict=True):
+            model.create_table(safe=False)
+            columns = ", ".join(f'"{field.column_name}"' for field in model._meta.sorted_fields)
+            database.execute_sql(f'INSERT INTO "{table}" ({columns}) SELECT {columns} FROM "{old[table]}"')
+        for table in reversed(tables):
+            database.execute_sql(f'DROP TABLE "{old[table]}"')
+        for index in self.indexes:
+            index.apply(database)
+
+
+# The slot tables' indexes, made by the migrations that brought their columns and again when migration 5 rebuilds
+# the tables.
+LEASE_EXPIRES = Index("lease_expires", Lease, "expires")
+LEASE_TICKET = Index("lease_ticket", Lease, "ticket", where="ticket IS NOT NULL")
+LEASE_LIMIT_LIMIT = Index("lease_limit_limit", LeaseLimit, "limit_id")
+
+
 MIGRATIONS = [
     (
         1,
         "limits, leases, fencing tokens",
         [
             Tables(ConcurrencyLimit, Lease, LeaseLimit),
-            Index("lease_expires", Lease, "expires"),
-            Index("lease_limit_limit", LeaseLimit, "limit_id"),
+            LEASE_EXPIRES,
+            LEASE_LIMIT_LIMIT,
             Sequence("fencing_token"),
         ],
     ),
@@ -103,7 +156,12 @@ MIGRATIONS = [
     (
         4,
         "idempotent acquire: the ticket a lease was granted under",
-        [Column(Lease.ticket), Index("lease_ticket", Lease, "ticket", where="ticket IS NOT NULL")],
+        [Column(Lease.ticket), LEASE_TICKET],
+    ),
+    (
+        5,
+        "SQLite: lease and lease_limit without rowid (fewer pages written per slot transaction)",
+        [WithoutRowid((Lease, LeaseLimit), (LEASE_EXPIRES, LEASE_TICKET, LEASE_LIMIT_LIMIT))],
     ),
 ]
 
