@@ -307,15 +307,20 @@ def execute(query, params=()):
     (the slot transactions run ~10 statements each while they hold the write lock). Deferred statements go first,
     in the same round trip."""
     database = db.obj
-    query = sql(query, database.dialect.param)
+    param = database.dialect.param
+    if param != "?":
+        query = sql(query, param)
     pending = getattr(_deferred, "statements", None)
     if pending:
         query, params = _joined(pending, query, params)
         pending.clear()
         _deferred.sent = True
-    with _errors:
+    try:
         cursor = database.cursor()
         cursor.execute(query, params)
+    except Exception:
+        with _errors:  # the DB-API error as peewee's, as peewee's own execute raises it (wrapped only on error)
+            raise
     return cursor
 
 

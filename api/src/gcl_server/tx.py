@@ -1,7 +1,6 @@
 """Write transactions: a function runs in one short transaction, retried on lock contention, in this thread or (SQLite
 under gunicorn) in the writer process that the serving layer registers once at start (use_runner)."""
 
-import contextlib
 import functools
 import random
 import threading
@@ -28,21 +27,28 @@ def use_runner(runner):
 
 class Transaction:
     """What a running transaction leaves for after its commit: callbacks (run where it committed) and events
-    (emitted in the process that serves the request, see events.py). A rollback drops both."""
+    (emitted in the process that serves the request, see events.py). A rollback drops both.
+
+    As a context manager: the current thread runs it (running())."""
+
+    __slots__ = ("callbacks", "events")
 
     def __init__(self):
         self.callbacks = []
         self.events = []
 
+    def __enter__(self):
+        _local.tx = self
+        return self
 
-@contextlib.contextmanager
-def running():
-    """The current thread runs one transactional call (in its own transaction, or a savepoint of the writer's)."""
-    tx = _local.tx = Transaction()
-    try:
-        yield tx
-    finally:
+    def __exit__(self, *exc_info):
         _local.tx = None
+
+
+def running():
+    """The current thread runs one transactional call (in its own transaction, or a savepoint of the writer's):
+    `with running() as tx:`."""
+    return Transaction()
 
 
 def in_transaction():

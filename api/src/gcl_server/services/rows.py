@@ -29,8 +29,12 @@ def limit_row(r, leased=0, queued=False):
     return LimitRow(r[0], r[1], r[2], bool(r[3]), *r[4:10], int(leased or 0), bool(queued))
 
 
+_MARKS = [", ".join(["?"] * n) for n in range(33)]  # "?, ?, ..." by count, made once
+
+
 def marks(values):
-    return ", ".join("?" for _ in values)
+    n = len(values)
+    return _MARKS[n] if n < len(_MARKS) else ", ".join(["?"] * n)
 
 
 def lock_limits(names, now, skip_locked=False):
