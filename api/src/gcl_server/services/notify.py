@@ -260,13 +260,25 @@ def configure(host):
 
 
 def notifier():
-    """This process's notifier (created after gunicorn forks, on first use)."""
+    """This process's notifier (created after gunicorn forks, on first use; a forked child makes its own)."""
     global _notifier
+    found = _notifier
+    if found is not None:
+        return found
     with _notifier_lock:
-        if _notifier is None or _notifier._pid != os.getpid():
+        if _notifier is None:
             postgres = db.obj.dialect.name == "postgresql"
             _notifier = PostgresNotifier(db.obj) if postgres else Notifier(_host)
         return _notifier
+
+
+def _forget_parents_notifier():
+    """In a forked child: the parent's notifier (its socket, its listener thread) is not this process's."""
+    global _notifier, _notifier_lock
+    _notifier, _notifier_lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_parents_notifier)
 
 
 def wake_all(targets, grants=None):

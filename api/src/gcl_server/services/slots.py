@@ -55,6 +55,8 @@ def acquire(request, parking=NO_PARKING):
 
 def _decide(request, parking):
     """A parking place (if it may wait) > its wake-up > its transaction > its wait: a Grant or a Refused."""
+    if request.wait_seconds <= 0:  # it may not wait: no parking place, no wake-up, never queued
+        return acquire_tx(request, None, queue.owner())
     deadline = time.time() + request.wait_seconds
     with waiting.parking_place(parking.capacity if request.wait_seconds > 0 else 0) as may_park:
         waiter_id = (request.ticket or str(uuid.uuid4())) if may_park else None
