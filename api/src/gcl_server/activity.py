@@ -38,8 +38,11 @@ def record(kind, limit_id, limit_name, *, actor=None, lease_id=None, slots=None,
     written(kind, limit_id, limit_name, actor=actor, lease_id=lease_id, slots=slots, detail=detail, at=at)
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), sort_keys=True)  # json.dumps with options builds one per call
+
+
 def _dumps(detail):
-    return None if detail is None else json.dumps(detail, separators=(",", ":"), sort_keys=True)
+    return None if detail is None else _ENCODER.encode(detail)
 
 
 def iso(at):

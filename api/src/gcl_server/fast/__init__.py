@@ -95,6 +95,15 @@ class FastSlots:
         self.app = app
         self.wsgi_app = wsgi_app
         self.config = app.config
+        # The answer's JSON as Flask's provider writes it (its default, ensure_ascii and sort_keys), compact; one
+        # encoder, where json.dumps with options would build one per call.
+        provider = app.json
+        self._encode = json.JSONEncoder(
+            default=provider.default,
+            ensure_ascii=provider.ensure_ascii,
+            sort_keys=provider.sort_keys,
+            separators=(",", ":"),
+        ).encode
         # The scope each served route's view declares (auth.Blueprint.requires): one declaration, read here too.
         self.scopes = {path: auth.scope_for_path(app, path, "POST") for path in ROUTES}
 
@@ -151,9 +160,19 @@ class FastSlots:
                     headers.append(("Retry-After", retry_after_header(error.retry_after)))
         finally:
             db.obj.dialect.release_connection()  # PostgreSQL: back to the pool, as after a Flask request
-        data = b"" if payload is None else (self.app.json.dumps(payload, separators=(",", ":")) + "\n").encode()
+        data = b"" if payload is None else (self._encode(payload) + "\n").encode()
         headers[:0] = [("Content-Type", "application/json"), ("Content-Length", str(len(data)))]
         if routes.SERVER_TIMING in environ:
             headers.append(("Server-Timing", environ[routes.SERVER_TIMING]))
-        start_response(f"{status} {HTTP_STATUS_CODES.get(status, 'Unknown').upper()}", headers)
+        start_response(_status_line(status), headers)
         return [data]
+
+
+_STATUS_LINES = {}
+
+
+def _status_line(status):
+    line = _STATUS_LINES.get(status)
+    if line is None:
+        line = _STATUS_LINES[status] = f"{status} {HTTP_STATUS_CODES.get(status, 'Unknown').upper()}"
+    return line
