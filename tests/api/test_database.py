@@ -194,3 +194,44 @@ def assert_schema_is_declared(app):
             fields = {f.column_name: None if f.column_name in keys else f.null for f in model._meta.sorted_fields}
             assert columns == fields, name
         database.dialect.release_connection()
+
+
+def test_sqlite_a_release_reads_the_queue_only_when_a_waiter_queues_on_the_freed_limit(app, sent):
+    """SQLite: the release's delete also says whether a waiter queues on each freed limit (exact: the transaction
+    holds the write lock), so an uncontended release sends no read of the queue; with a request parked on the limit
+    it reads the queue and hands the slot over."""
+    import threading
+    import time
+    import uuid
+
+    from gcl_server.database import db, execute
+    from gcl_server.services import slots
+    from gcl_server.services.outcomes import Parking
+
+    if db.obj.dialect.name == "postgresql":
+        pytest.skip("SQLite only: PostgreSQL reads the queue in the hand-off, after locking the limit rows")
+    client = app.test_client()
+    assert client.put("/api/v2/concurrency_limits/q1", json={"limit": 1}).status_code == 201
+
+    def queue_reads():
+        return [q for q in sent if "FROM waiter w JOIN waiter_limit" in q]
+
+    held = slots.acquire(slots.AcquireRequest(["q1"], 1, lease_seconds=60))
+    sent.clear()
+    assert slots.release(held.lease_id)
+    assert sent and not queue_reads(), sent
+
+    held = slots.acquire(slots.AcquireRequest(["q1"], 1, lease_seconds=60))
+    ticket, answer = str(uuid.uuid4()), {}
+    request = slots.AcquireRequest(["q1"], 1, lease_seconds=60, wait_seconds=20, ticket=ticket)
+    waiter = threading.Thread(target=lambda: answer.update(grant=slots.acquire(request, Parking(capacity=4))))
+    waiter.start()
+    deadline = time.monotonic() + 20
+    while not execute("SELECT 1 FROM waiter WHERE id = ? AND granted_at IS NULL", (ticket,)).fetchall():
+        assert time.monotonic() < deadline, "the request never queued"
+    sent.clear()
+    assert slots.release(held.lease_id)
+    waiter.join(timeout=20)
+    assert answer["grant"].lease_id is not None
+    assert queue_reads(), sent
+    assert slots.release(answer["grant"].lease_id)

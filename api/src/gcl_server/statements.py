@@ -46,10 +46,11 @@ LEASED_COLUMN = (
 )
 # Whether an attached, ungranted waiter queues on the limit (a new request must not overtake it). Parameters: TRUE,
 # now.
-QUEUED_COLUMN = (
+QUEUED_ON = (
     "EXISTS (SELECT 1 FROM waiter_limit wl JOIN waiter w ON w.id = wl.waiter_id WHERE wl.limit_id = "
-    "concurrency_limit.id AND w.granted_at IS NULL AND w.attached = ? AND w.expires > ?)"
+    "{limit_id} AND w.granted_at IS NULL AND w.attached = ? AND w.expires > ?)"
 )
+QUEUED_COLUMN = QUEUED_ON.format(limit_id="concurrency_limit.id")
 
 # What a ticket already has, in one row: a live lease granted under it (directly or handed over), and its waiter
 # row (queued, granted, withdrawn) with the live expiry of that row's lease. Parameters: the ticket, now.

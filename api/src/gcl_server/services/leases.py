@@ -6,6 +6,7 @@ import uuid
 
 from .. import activity
 from ..database import db, defer, drawn, execute
+from ..statements import QUEUED_ON
 from .admission import needs_lease
 from .decay import decayed, denied_rate
 from .outcomes import Grant
@@ -127,8 +128,13 @@ def record_occupancy(limit_ids, seconds):
 HELD = "limit_id, slots, (SELECT name FROM concurrency_limit c WHERE c.id = lease_limit.limit_id) AS name"
 
 
-def delete_lease(lease_id):
-    """Delete a lease: ((acquired, expires, slots) or None when there was none, [(limit id, slots, name)])."""
+def delete_lease(lease_id, now):
+    """Delete a lease: ((acquired, expires, slots) or None when there was none, [(limit id, slots, name, queued)]).
+
+    queued: whether a waiter queues on that limit (its release has a hand-off to make), or None when not read here.
+    SQLite reads it in the same statement: its write lock keeps it true until the commit, and an uncontended
+    release skips the queue's read. PostgreSQL leaves it to the hand-off, which reads the queue after locking the
+    limit rows (a waiter may commit its place between this statement and that lock)."""
     if db.obj.dialect.writable_ctes:  # PostgreSQL: both deletes in one round trip
         rows = execute(
             f"WITH ll AS (DELETE FROM lease_limit WHERE lease_id = ? RETURNING {HELD}), "
@@ -136,10 +142,15 @@ def delete_lease(lease_id):
             "SELECT l.acquired, l.expires, l.slots, ll.limit_id, ll.slots, ll.name FROM l LEFT JOIN ll ON TRUE",
             (lease_id, lease_id),
         ).fetchall()
-        return (tuple(rows[0][:3]) if rows else None), [row[3:] for row in rows if row[3] is not None]
-    held = execute(f"DELETE FROM lease_limit WHERE lease_id = ? RETURNING {HELD}", (lease_id,)).fetchall()
+        return (tuple(rows[0][:3]) if rows else None), [(*row[3:], None) for row in rows if row[3] is not None]
+    held = execute(
+        f"DELETE FROM lease_limit WHERE lease_id = ? RETURNING {HELD}, {HELD_QUEUED}", (lease_id, True, now)
+    ).fetchall()
     lease = execute("DELETE FROM lease WHERE id = ? RETURNING acquired, expires, slots", (lease_id,)).fetchall()
-    return (tuple(lease[0]) if lease else None), held
+    return (tuple(lease[0]) if lease else None), [(limit_id, slots, name, bool(q)) for limit_id, slots, name, q in held]
+
+
+HELD_QUEUED = QUEUED_ON.format(limit_id="lease_limit.limit_id")  # parameters: TRUE, now
 
 
 def delete_expired(ids, now):

@@ -108,18 +108,19 @@ def _serve(limit_id, received_at):
 @transactional
 def _release(lease_id, received_at=None, actor=None):
     now = time.time()
-    lease, held = delete_lease(lease_id)
+    lease, held = delete_lease(lease_id, now)
     if lease is None:
         return False
     acquired, expires, count = lease
     # A lease released after its expiry ended by expiry (the sweeper had not deleted it yet).
     kind = "released" if expires > now else "expired"
-    for limit_id, _, name in sorted(held):
+    for limit_id, _, name, _ in sorted(held):
         activity.record(kind, limit_id, name, actor=actor, lease_id=lease_id, slots=count, at=now)
-    limit_ids = sorted(limit_id for limit_id, slots, _ in held if slots > 0)
     if expires > now:
-        record_occupancy(limit_ids, now - acquired)
-        hand_off(limit_ids, now, received_at)
+        record_occupancy(sorted(limit_id for limit_id, slots, _, _ in held if slots > 0), now - acquired)
+        # The freed limits a waiter queues on (all of them where that was not read): the others have no one to serve.
+        queued = sorted(limit_id for limit_id, slots, _, q in held if slots > 0 and q is not False)
+        hand_off(queued, now, received_at)
     return True
 
 
