@@ -33,9 +33,12 @@ def test_a_flushed_tally_writes_what_direct_updates_write():
         direct_counter.labels(label).inc()
         direct_counter.labels(label).inc(2.5)
         direct_hist.labels(label).observe(value)
+        direct_counter.labels("both").inc()
+        direct_hist.labels("both").observe(value)
         tally.inc(tally.child(counter, label))
         tally.inc(tally.child(counter, label), 2.5)
         tally.observe(tally.child(hist, label), value)
+        tally.count_and_observe(tally.child(counter, "both"), tally.child(hist, "both"), value)
     tally.flush()
     assert generate_latest(tallied_registry) == generate_latest(direct_registry)
     tally.flush()  # a flush with nothing new writes nothing twice

@@ -97,11 +97,23 @@ class Tally:
         with self._lock:
             if not self._counts and not self._observed:
                 self._pending()
-            sums = self._observed.get(child)
-            if sums is None:
-                sums = self._observed[child] = [0.0] + [0] * len(child._upper_bounds)
-            sums[0] += value
-            sums[1 + bisect.bisect_left(child._upper_bounds, value)] += 1  # observe(): the first bound >= value
+            self._observe(child, value)
+
+    def count_and_observe(self, counter, histogram, value):
+        """inc(counter) and observe(histogram, value) at once (a request's count and duration, a grant and its
+        wait)."""
+        with self._lock:
+            if not self._counts and not self._observed:
+                self._pending()
+            self._counts[counter] = self._counts.get(counter, 0.0) + 1.0
+            self._observe(histogram, value)
+
+    def _observe(self, child, value):
+        sums = self._observed.get(child)
+        if sums is None:
+            sums = self._observed[child] = [0.0] + [0] * len(child._upper_bounds)
+        sums[0] += value
+        sums[1 + bisect.bisect_left(child._upper_bounds, value)] += 1  # observe(): the first bound >= value
 
     def flush(self):
         """Write what was counted into prometheus_client's values (the files a scrape sums, in multiprocess mode)."""
@@ -150,8 +162,9 @@ def on_event(kind, fields):
     """events.subscribe() hook: count what the engine committed in this process."""
     if kind == "acquired":
         name, detail = fields["name"], fields.get("detail") or {}
-        tally.inc(tally.child(GRANTS, name))
-        tally.observe(tally.child(WAIT_SECONDS, name), detail.get("wait_seconds", 0.0))
+        tally.count_and_observe(
+            tally.child(GRANTS, name), tally.child(WAIT_SECONDS, name), detail.get("wait_seconds", 0.0)
+        )
         if detail.get("handoff_seconds") is not None:
             tally.observe(tally.child(HANDOFF_SECONDS, name), detail["handoff_seconds"])
     elif kind == "denied":

@@ -50,8 +50,7 @@ class RequestTelemetry:
                 metrics.REQUESTS.labels(method, route, status),
                 metrics.REQUEST_SECONDS.labels(method, route),
             )
-        metrics.tally.inc(series[0])
-        metrics.tally.observe(series[1], seconds)
+        metrics.tally.count_and_observe(series[0], series[1], seconds)
 
     def __call__(self, environ, start_response):
         started = time.perf_counter()

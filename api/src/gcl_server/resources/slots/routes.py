@@ -98,10 +98,13 @@ class ClientProbe:
 
 def actor_of(config, environ):
     """Who makes the request, as auth.actor() names it; the fast path has no request context: its key's name."""
+    keys = config["API_KEYS"]
+    if not keys:
+        return "anonymous"  # a server without keys: everyone is (auth.actor() says the same)
     who = auth.actor()
     if who is not None:
         return who
-    key = auth.key_of_header(environ.get("HTTP_AUTHORIZATION", ""), config["API_KEYS"])
+    key = auth.key_of_header(environ.get("HTTP_AUTHORIZATION", ""), keys)
     return "anonymous" if key is None else auth.fingerprint(key)
 
 
