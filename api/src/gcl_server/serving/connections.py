@@ -43,7 +43,7 @@ from gunicorn.workers import base
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
 from .. import settings
-from . import spread
+from . import h1, spread
 from .worker import KeepAliveThreadWorker
 
 BUFFERED_BYTES = 256 * 1024  # a request up to this size is read whole before a thread sees it
@@ -356,6 +356,20 @@ class GuardedWorker(KeepAliveThreadWorker):
         data = unreader.buf.getvalue()
         unreader.buf.seek(0)
         unreader.buf.truncate()
+        if not data:
+            try:
+                data = _recv_nowait(conn.sock)  # worker.py saw it readable
+            except OSError:
+                return False
+            if data == b"":
+                return False  # the client closed the connection
+            data = data or b""
+        if data and self._lean_for(conn):
+            # The common case: a plain request that arrived whole, which h1.py parses once and serves (whatever it
+            # does not take, the arrival check below follows as it comes).
+            request = h1.parse(data, self._limits)
+            if request is not None:
+                return self._serve_parsed(conn, data, request)
         arrival = Arrival()
         state = arrival.feed(data)
         deadline = None

@@ -108,9 +108,13 @@ class KeepAliveThreadWorker(ThreadWorker):
         finally:
             self._leave()
 
+    def _lean_for(self, conn):
+        """Whether h1.py may serve this connection's plain requests."""
+        return self._lean and not getattr(conn, "is_http2", False) and isinstance(conn.server, tuple)
+
     def _handle_next(self, conn):
         """Serve the next request on a kept-alive connection; True to keep it open."""
-        if not self._lean or getattr(conn, "is_http2", False) or not isinstance(conn.server, tuple):
+        if not self._lean_for(conn):
             return super().handle(conn)
         unreader = conn.parser.unreader
         data = unreader.buf.getvalue()  # read ahead already (pipelining)
@@ -120,20 +124,30 @@ class KeepAliveThreadWorker(ThreadWorker):
                 data = conn.sock.recv(RECV_BYTES)  # readable: _next_request_arrived saw it
                 if not data:
                     return False  # the client closed the connection
-            request = h1.parse(data, self._limits)
-            if request is None:
-                unreader.unread(data)
-                return super().handle(conn)
-            method, target, headers, body, length = request
-            if length < len(data):
-                unreader.unread(data[length:])  # pipelined: the next request's start
+        except OSError as error:
+            return self._socket_error(error)
+        request = h1.parse(data, self._limits)
+        if request is None:
+            unreader.unread(data)
+            return super().handle(conn)
+        return self._serve_parsed(conn, data, request)
+
+    def _serve_parsed(self, conn, data, request):
+        """Answer a request h1.parse read whole from the start of data (the rest is the next request's start)."""
+        method, target, headers, body, length = request
+        if length < len(data):
+            conn.parser.unreader.unread(data[length:])  # pipelined: the next request's start
+        try:
             return self._serve(
                 conn, h1.environ(self._base(conn), method, target, headers, body, conn.sock, conn.client)
             )
         except OSError as error:
-            if error.errno not in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN):
-                self.log.exception("Socket error processing request.")
-            return False
+            return self._socket_error(error)
+
+    def _socket_error(self, error):
+        if error.errno not in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN):
+            self.log.exception("Socket error processing request.")
+        return False
 
     def _base(self, conn):
         base = self._environs.get(conn.server)
