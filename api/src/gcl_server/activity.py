@@ -99,5 +99,15 @@ def prune(after_id=0, keep=KEEP_PER_LIMIT, max_age=MAX_AGE_SECONDS, now=None):
 def written(kind, limit_id, limit_name, *, actor=None, lease_id=None, slots=None, detail=None, at=None):
     """The event of a record that a statement wrote itself (services.onestep's PostgreSQL functions), for
     events.subscribe()rs once the current transaction has committed: the same fields as record() emits."""
-    fields = {"at": at, "limit_id": limit_id, "name": limit_name, "actor": actor, "lease_id": lease_id}
-    emit_after_commit(kind, {**fields, "slots": slots, "detail": detail})
+    emit_after_commit(
+        kind,
+        {
+            "at": at,
+            "limit_id": limit_id,
+            "name": limit_name,
+            "actor": actor,
+            "lease_id": lease_id,
+            "slots": slots,
+            "detail": detail,
+        },
+    )
