@@ -2,6 +2,7 @@
 
 import contextlib
 import fcntl
+import functools
 import logging
 import os
 import threading
@@ -124,6 +125,11 @@ class Dialect:
     def next_token_sql(self, counter="fencing_token"):
         return f"UPDATE gcl_counter SET value = value + 1 WHERE name = '{counter}' RETURNING value"
 
+    @functools.cached_property
+    def next_token(self):
+        """next_token_sql() of the fencing token, made once."""
+        return self.next_token_sql()
+
     def next_token_expr(self, counter="fencing_token"):
         """The next value as an SQL expression another statement can use, or None (SQLite: a statement of its own)."""
         return None
@@ -170,6 +176,10 @@ class PostgresDialect(Dialect):
 
     def next_token_sql(self, counter="fencing_token"):
         return f"SELECT nextval('gcl_{counter}')"
+
+    @functools.cached_property
+    def next_token(self):
+        return self.next_token_sql()
 
     def next_token_expr(self, counter="fencing_token"):
         return f"nextval('gcl_{counter}')"

@@ -5,26 +5,29 @@ import threading
 
 log = logging.getLogger(__name__)
 
-_subscribers = []
+_subscribers = ()  # replaced (never changed in place) under _lock: emit() reads it without a copy
 _lock = threading.Lock()
 
 
 def subscribe(fn):
     """Call fn(kind, fields) for every event of this process from now on; returns fn (usable as a decorator)."""
+    global _subscribers
     with _lock:
-        _subscribers.append(fn)
+        _subscribers = (*_subscribers, fn)
     return fn
 
 
 def unsubscribe(fn):
+    global _subscribers
     with _lock:
         if fn in _subscribers:
-            _subscribers.remove(fn)
+            found = _subscribers.index(fn)
+            _subscribers = _subscribers[:found] + _subscribers[found + 1 :]
 
 
 def emit(kind, fields):
     """Hand an event to every subscriber; a failing subscriber is logged, never the request's failure."""
-    for fn in tuple(_subscribers):
+    for fn in _subscribers:
         try:
             fn(kind, fields)
         except Exception:  # noqa: BLE001 - metrics and hooks must never fail a committed request

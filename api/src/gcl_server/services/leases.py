@@ -21,7 +21,7 @@ def new_lease(rows, now, lease_seconds, anonymous):
         return None, None
     token = drawn("fencing_token")  # PostgreSQL: drawn by the read that locked the rows
     if token is None:
-        token = execute(db.obj.dialect.next_token_sql()).fetchone()[0]
+        token = execute(db.obj.dialect.next_token).fetchone()[0]
     return str(uuid.uuid4()), token
 
 
@@ -59,7 +59,7 @@ def grant(rows, request, now, lease=None, queued=None, ticket=None, claim=None, 
         ticket,
     )
     if claim is None:
-        defer(f"{LEASE_INSERT} VALUES ({marks(values)})", values)
+        defer(LEASE_VALUES, values)
     else:
         defer(f"{LEASE_INSERT} SELECT {marks(values)} {CLAIMED}", (*values, claim, lease_id))
     _record_grant(active, slots, now, lease_id, token, request.actor, queued, guarded=claim is not None)
@@ -76,6 +76,7 @@ def grant(rows, request, now, lease=None, queued=None, ticket=None, claim=None, 
 
 
 LEASE_INSERT = "INSERT INTO lease (id, slots, acquired, expires, duration, token, holder, anonymous, ticket)"
+LEASE_VALUES = f"{LEASE_INSERT} VALUES ({marks(range(9))})"
 CLAIMED = "WHERE EXISTS (SELECT 1 FROM waiter WHERE id = ? AND lease_id = ?)"  # the claim took: the waiter has it
 
 

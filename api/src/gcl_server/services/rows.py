@@ -1,5 +1,6 @@
 """Row access of the slot engine: limits read or locked with their leased slots (leases are the one truth)."""
 
+import functools
 from typing import NamedTuple
 
 from ..database import db, draw_ahead, execute
@@ -54,12 +55,8 @@ def lock_for_acquire(names, now, ticket=None, skip_locked=False, queued=True):
     names = sorted(set(names))
     dialect = db.obj.dialect
     if not dialect.lock_rows:  # SQLite: the transaction holds the database's write lock, one statement is exact
-        extra, params = (f", {QUEUED_COLUMN}", (now, True, now)) if queued else ("", (now,))
-        cursor = execute(
-            f"SELECT {COLUMNS}, {LEASED_COLUMN}{extra} FROM concurrency_limit WHERE name IN ({marks(names)}) "
-            "ORDER BY id",
-            (*params, *names),
-        )
+        params = (now, True, now) if queued else (now,)
+        cursor = execute(_sqlite_read(len(names), queued), (*params, *names))
         rows = [limit_row(r, r[10], queued and r[11]) for r in cursor.fetchall()]
         return rows, (execute(TICKET, (ticket, now)).fetchone() if ticket else None)
     # PostgreSQL (READ COMMITTED): the function counts the leases in a statement after the one that locks the rows;
@@ -70,6 +67,16 @@ def lock_for_acquire(names, now, ticket=None, skip_locked=False, queued=True):
     if queued and found:
         draw_ahead(fencing_token=found[0][12], waiter_seq=found[0][13])
     return rows, (tuple(found[0][14:24]) if ticket and found else None)
+
+
+@functools.cache
+def _sqlite_read(count, queued):
+    """The limits named (count of them), their leased slots and (queued) whether a waiter queues on each."""
+    extra = f", {QUEUED_COLUMN}" if queued else ""
+    return (
+        f"SELECT {COLUMNS}, {LEASED_COLUMN}{extra} FROM concurrency_limit WHERE name IN ({marks(range(count))}) "
+        "ORDER BY id"
+    )
 
 
 def leased_slots(ids, now):
