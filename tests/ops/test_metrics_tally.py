@@ -74,3 +74,21 @@ def test_updates_from_many_threads_are_all_counted():
     assert counter.labels("x")._value.get() == 16000
     assert sum(bucket.get() for bucket in hist.labels("x")._buckets) == 16000
     assert hist.labels("x")._sum.get() == pytest.approx(16000 * 0.003)
+
+
+def test_a_failed_write_does_not_stop_the_flusher():
+    (_, _, _), (_, counter, _) = pair("broken")
+    tally = metrics.Tally()
+
+    class Broken:
+        def inc(self, amount):
+            raise OSError("the metrics directory is gone")
+
+    child = tally.child(counter, "x")
+    with tally.flushed:
+        tally.inc(Broken())
+        tally.inc(child)  # in the same flush as the failing write: lost with it, the flusher goes on
+        assert tally.flushed.wait_for(lambda: not tally._counts, timeout=10)
+    with tally.flushed:
+        tally.inc(child, 2)
+        assert tally.flushed.wait_for(lambda: child._value.get() >= 2, timeout=10), "the flusher stopped"

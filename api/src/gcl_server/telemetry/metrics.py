@@ -8,6 +8,7 @@ counts, never lose them."""
 
 import atexit
 import bisect
+import logging
 import os
 import threading
 import time
@@ -58,6 +59,7 @@ HANDOFF_SECONDS = _metric(
     buckets=HANDOFF_BUCKETS,
 )
 
+log = logging.getLogger(__name__)
 FLUSH_SECONDS = 0.5
 
 
@@ -120,15 +122,17 @@ class Tally:
         with self._lock:
             counts, observed = self._counts, self._observed
             self._counts, self._observed = {}, {}
-        for child, amount in counts.items():
-            child.inc(amount)
-        for child, (total, *buckets) in observed.items():
-            child._sum.inc(total)
-            for value, count in zip(child._buckets, buckets, strict=True):
-                if count:
-                    value.inc(count)
-        with self.flushed:
-            self.flushed.notify_all()
+        try:
+            for child, amount in counts.items():
+                child.inc(amount)
+            for child, (total, *buckets) in observed.items():
+                child._sum.inc(total)
+                for value, count in zip(child._buckets, buckets, strict=True):
+                    if count:
+                        value.inc(count)
+        finally:
+            with self.flushed:
+                self.flushed.notify_all()
 
     def _pending(self):
         """The first update since a flush (under the lock): have the flusher write it soon."""
@@ -142,7 +146,10 @@ class Tally:
             self._wake.wait()
             time.sleep(FLUSH_SECONDS)  # gather what follows into the same writes
             self._wake.clear()
-            self.flush()
+            try:
+                self.flush()
+            except Exception:  # noqa: BLE001 - a failed write loses those counts, never the flusher
+                log.exception("metrics: writing the counts failed")
 
 
 tally = Tally()
